@@ -1,0 +1,25 @@
+"""One root exception type for the project, with short subclasses.
+
+Messages are built before raising and name the step, topic, partition and
+offset where they apply, so a log line says what broke and where.
+"""
+
+
+class PipelineError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class SettingsError(PipelineError):
+    """A setting read from the environment is missing or invalid."""
+
+
+class DeliveryError(PipelineError):
+    """Kafka did not confirm a write; the job must stop rather than lose it."""
+
+
+class SourceError(PipelineError):
+    """The Kafka source cannot read its topic (missing topic, fatal consumer error)."""
+
+
+class LocalKafkaError(PipelineError):
+    """The local broker manager could not do what it was asked."""

@@ -1,0 +1,275 @@
+"""Settings: read once from the environment, checked, frozen, passed down.
+
+Every setting is declared once in ``SPECS`` (name, default, meaning, parser);
+``Settings.from_env`` builds the frozen object, ``describe_settings`` renders
+the table that the README and ``--help`` show. Extra Kafka client properties
+come from ``KAFKA_CONFIG_*`` variables and pass through untouched; values of
+secret properties are never printed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dataflow.errors import SettingsError
+
+KAFKA_CONFIG_PREFIX = "KAFKA_CONFIG_"
+# Properties the project sets from its own variables; overriding them through
+# KAFKA_CONFIG_* would make two sources of truth.
+_RESERVED_KAFKA_PROPERTIES = frozenset({"bootstrap.servers"})
+_SECRET_MARKERS = ("password", "secret", "oauthbearer.config", "key.pem")
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+COUNTABLE_FIELDS = ("device_type", "locale", "app_version", "ip_version", "user_id", "device_id")
+# Variables read by `python -m bytewax.run` itself, not by this package.
+BYTEWAX_ENV_VARS = frozenset(
+    {
+        "BYTEWAX_PROCESS_ID",
+        "BYTEWAX_ADDRESSES",
+        "BYTEWAX_HOSTFILE_PATH",
+        "BYTEWAX_WORKERS_PER_PROCESS",
+        "BYTEWAX_RECOVERY_DIRECTORY",
+        "BYTEWAX_SNAPSHOT_INTERVAL",
+        "BYTEWAX_RECOVERY_BACKUP_INTERVAL",
+        "BYTEWAX_DATAFLOW_API_ENABLED",
+        "BYTEWAX_DATAFLOW_API_PORT",
+    }
+)
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        msg = "must not be empty"
+        raise ValueError(msg)
+    return raw.strip()
+
+
+def _topic(raw: str) -> str:
+    if not _TOPIC_RE.match(raw):
+        msg = f"{raw!r} is not a valid Kafka topic name (letters, digits, '.', '_', '-')"
+        raise ValueError(msg)
+    return raw
+
+
+def _bootstrap(raw: str) -> str:
+    hosts = [h.strip() for h in raw.split(",") if h.strip()]
+    if not hosts:
+        msg = "must list at least one host:port"
+        raise ValueError(msg)
+    for host in hosts:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            msg = f"{host!r} is not host:port"
+            raise ValueError(msg)
+    return ",".join(hosts)
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            msg = f"{raw!r} is not a whole number"
+            raise ValueError(msg) from None
+        if value < low:
+            msg = f"{value} is below the minimum of {low}"
+            raise ValueError(msg)
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    msg = f"{raw!r} is not a boolean (true/false)"
+    raise ValueError(msg)
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        lowered = raw.strip().lower()
+        if lowered not in allowed:
+            msg = f"{raw!r} is not one of {', '.join(allowed)}"
+            raise ValueError(msg)
+        return lowered
+
+    return parse
+
+
+def _locales(raw: str) -> frozenset[str]:
+    return frozenset(part.strip().upper() for part in raw.split(",") if part.strip())
+
+
+def _count_fields(raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
+    unknown = [n for n in names if n not in COUNTABLE_FIELDS]
+    if unknown:
+        msg = f"unknown field(s) {', '.join(unknown)}; choose from {', '.join(COUNTABLE_FIELDS)}"
+        raise ValueError(msg)
+    if not names:
+        msg = "must name at least one field"
+        raise ValueError(msg)
+    return names
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw) if raw.strip() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One environment variable: its name, default, meaning and parser."""
+
+    env: str
+    attr: str
+    default: str
+    help: str
+    parse: Callable[[str], Any]
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers", "localhost:9092",
+         "Kafka brokers, comma-separated host:port.", _bootstrap),
+    Spec("INPUT_TOPIC", "input_topic", "user-login", "Topic of raw login events.", _topic),
+    Spec("OUTPUT_TOPIC", "output_topic", "processed-user-login",
+         "Topic of processed (enriched) login events, keyed by user_id.", _topic),
+    Spec("DLQ_TOPIC", "dlq_topic", "user-login-dlq",
+         "Dead-letter topic: rejected records, original bytes, dlq.* headers.", _topic),
+    Spec("COUNTS_TOPIC", "counts_topic", "user-login-counts",
+         "Topic of closed-window login counts per field and value.", _topic),
+    Spec("LATE_TOPIC", "late_topic", "user-login-late",
+         "Topic of logins that arrived after their window closed (counted, not lost).",
+         _topic),
+    Spec("WINDOW_SECONDS", "window_seconds", "60",
+         "Length of the event-time tumbling windows, in seconds.", _int_at_least(1)),
+    Spec("ALLOWED_LATENESS_SECONDS", "allowed_lateness_seconds", "10",
+         "How long a window waits for out-of-order events before it closes.",
+         _int_at_least(0)),
+    Spec("EXCLUDED_LOCALES", "excluded_locales", "",
+         "Comma-separated locales dropped on purpose (counted as filtered), e.g. RU,BY.",
+         _locales),
+    Spec("COUNT_FIELDS", "count_fields", "device_type,locale",
+         f"Fields to count logins by, from: {', '.join(COUNTABLE_FIELDS)}.", _count_fields),
+    Spec("STOP_AT_END", "stop_at_end", "false",
+         "Stop once everything that was in the input topic at start-up is processed.", _bool),
+    Spec("STARTING_OFFSET", "starting_offset", "earliest",
+         "Where to start without recovery state: earliest (safe, re-reads) or latest.",
+         _choice("earliest", "latest")),
+    Spec("SOURCE_BATCH_SIZE", "source_batch_size", "2000",
+         "Records read from one partition per poll.", _int_at_least(1)),
+    Spec("CONSUMER_QUEUE_KBYTES", "consumer_queue_kbytes", "4096",
+         "librdkafka prefetch bound per partition (queued.max.messages.kbytes).",
+         _int_at_least(1)),
+    Spec("DELIVERY_TIMEOUT_MS", "delivery_timeout_ms", "120000",
+         "How long a write may be retried before the job stops (delivery.timeout.ms).",
+         _int_at_least(1000)),
+    Spec("RUN_SUMMARY_DIR", "run_summary_dir", "",
+         "If set, each process writes its final counters as JSON here at exit.",
+         _optional_path),
+    Spec("LOG_LEVEL", "log_level", "info", "debug, info, warning or error.",
+         _choice("debug", "info", "warning", "error")),
+    Spec("LOG_FORMAT", "log_format", "auto",
+         "json, console, or auto (console on a terminal, JSON otherwise).",
+         _choice("auto", "json", "console")),
+)
+
+ENV_VARS = frozenset(spec.env for spec in SPECS)
+
+
+def is_secret(prop: str) -> bool:
+    """Whether a Kafka client property holds a secret that must never be printed."""
+    return any(marker in prop.lower() for marker in _SECRET_MARKERS)
+
+
+def _kafka_config(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    config: dict[str, str] = {}
+    errors: list[str] = []
+    for name, value in environ.items():
+        if not name.startswith(KAFKA_CONFIG_PREFIX) or name == KAFKA_CONFIG_PREFIX:
+            continue
+        prop = name.removeprefix(KAFKA_CONFIG_PREFIX).lower().replace("_", ".")
+        if prop in _RESERVED_KAFKA_PROPERTIES:
+            errors.append(f"{name}: set KAFKA_BOOTSTRAP_SERVERS instead")
+            continue
+        config[prop] = value
+    return config, errors
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings of the job; build with ``from_env`` or directly in tests."""
+
+    bootstrap_servers: str = "localhost:9092"
+    input_topic: str = "user-login"
+    output_topic: str = "processed-user-login"
+    dlq_topic: str = "user-login-dlq"
+    counts_topic: str = "user-login-counts"
+    late_topic: str = "user-login-late"
+    window_seconds: int = 60
+    allowed_lateness_seconds: int = 10
+    excluded_locales: frozenset[str] = frozenset()
+    count_fields: tuple[str, ...] = ("device_type", "locale")
+    stop_at_end: bool = False
+    starting_offset: str = "earliest"
+    source_batch_size: int = 2000
+    consumer_queue_kbytes: int = 4096
+    delivery_timeout_ms: int = 120_000
+    run_summary_dir: Path | None = None
+    log_level: str = "info"
+    log_format: str = "auto"
+    kafka_config: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and check every setting; raise SettingsError naming each bad variable."""
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        for spec in SPECS:
+            raw = environ.get(spec.env, spec.default)
+            try:
+                values[spec.attr] = spec.parse(raw)
+            except ValueError as exc:
+                errors.append(f"{spec.env}: {exc}")
+        kafka_config, kafka_errors = _kafka_config(environ)
+        errors.extend(kafka_errors)
+        topics = [values.get(a) for a in ("input_topic", "output_topic", "dlq_topic",
+                                          "counts_topic", "late_topic")]
+        if values.get("input_topic") in topics[1:]:
+            errors.append("INPUT_TOPIC: must differ from the output, dead-letter, counts "
+                          "and late topics (the job would read its own output)")
+        if errors:
+            raise SettingsError("; ".join(errors))
+        return cls(kafka_config=kafka_config, **values)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as a printable mapping, secrets masked."""
+        shown: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "kafka_config":
+                value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
+            elif isinstance(value, frozenset):
+                value = sorted(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[f.name] = value
+        return shown
+
+    def __repr__(self) -> str:
+        return f"Settings({self.describe()!r})"
+
+
+def describe_settings() -> str:
+    """The settings table shown by ``--help`` (the README carries the same table)."""
+    rows = [f"  {spec.env:<26} default {spec.default!r:<24} {spec.help}" for spec in SPECS]
+    rows.append(f"  {KAFKA_CONFIG_PREFIX + '<PROPERTY>':<26} {'':<32} Any librdkafka property, "
+                "e.g. KAFKA_CONFIG_SECURITY_PROTOCOL=SASL_SSL -> security.protocol; "
+                "secret values are never printed.")
+    return "\n".join(rows)

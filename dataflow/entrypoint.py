@@ -1,0 +1,68 @@
+"""Start-up of the job under ``python -m bytewax.run``: settings, checks, summary at exit.
+
+A bad setting, an unreachable broker or a missing topic ends the process with
+a one-line message and exit code 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import NoReturn
+
+from bytewax.dataflow import Dataflow
+
+from dataflow import logs, metrics
+from dataflow.errors import PipelineError
+from dataflow.kafka_config import check_client_configs
+from dataflow.kafka_source import list_partitions
+from dataflow.settings import Settings
+
+log = logs.get_logger(__name__)
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"login-dataflow: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_topics(settings: Settings) -> None:
+    """Every topic the job reads or writes exists (the broker does not auto-create)."""
+    missing = []
+    for topic in (settings.input_topic, settings.output_topic, settings.dlq_topic,
+                  settings.counts_topic, settings.late_topic):
+        try:
+            list_partitions(settings, topic)
+        except PipelineError as exc:
+            if "does not exist" not in str(exc):
+                raise
+            missing.append(topic)
+    if missing:
+        msg = (f"missing topic(s) on {settings.bootstrap_servers}: {', '.join(missing)}; "
+               "create them (locally: python -m dataflow kafka create-topics)")
+        raise PipelineError(msg)
+
+
+def _summarise(settings: Settings) -> None:
+    snap = metrics.snapshot()
+    log.info("run_summary", accounting_holds=metrics.accounting_holds(snap), **snap)
+    if settings.run_summary_dir is not None:
+        metrics.write_summary(settings.run_summary_dir)
+
+
+def flow_from_environment() -> Dataflow:
+    """Read and check everything, then build the flow; exit 2 with a clear line on failure."""
+    from dataflow.flow import build_flow
+
+    try:
+        settings = Settings.from_env(os.environ)
+        logs.configure(settings.log_level, settings.log_format)
+        check_client_configs(settings)
+        check_topics(settings)
+    except PipelineError as exc:
+        _fail(str(exc))
+    log.info("starting", settings=settings.describe(),
+             process_id=os.environ.get("BYTEWAX_PROCESS_ID", "0"))
+    atexit.register(_summarise, settings)
+    return build_flow(settings)

@@ -1,0 +1,58 @@
+"""Kafka client configurations built from the settings, checked at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+
+from dataflow.errors import SettingsError
+from dataflow.settings import KAFKA_CONFIG_PREFIX, Settings
+
+CONSUMER_GROUP = "login-dataflow"
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """Consumer for one assigned partition: no group management, no commits."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": CONSUMER_GROUP,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        "queued.max.messages.kbytes": settings.consumer_queue_kbytes,
+        "fetch.wait.max.ms": 100,
+        **settings.kafka_config,
+    }
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """Idempotent producer, every write acknowledged by all in-sync replicas."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "delivery.timeout.ms": settings.delivery_timeout_ms,
+        **settings.kafka_config,
+    }
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_config}
+
+
+def check_client_configs(settings: Settings) -> None:
+    """Build (and drop) a consumer and a producer so a bad property fails at start-up."""
+    for kind, factory, config in (
+        ("consumer", Consumer, consumer_config(settings)),
+        ("producer", Producer, producer_config(settings)),
+    ):
+        try:
+            client = factory(config)
+        except KafkaException as exc:
+            msg = f"{KAFKA_CONFIG_PREFIX}*: the Kafka {kind} rejects its configuration: {exc}"
+            raise SettingsError(msg) from exc
+        if kind == "consumer":
+            client.close()

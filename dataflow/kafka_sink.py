@@ -1,0 +1,94 @@
+"""A Kafka sink that never loses a write in silence.
+
+Bytewax 0.21.1's ``KafkaSink`` has no delivery callback and can crash with
+``BufferError`` under load. This one: one idempotent producer per worker, a
+delivery callback that records failures, ``BufferError`` handled by polling,
+and a flush at the end of every batch, so Bytewax snapshots an epoch only
+after Kafka confirmed everything written in it. librdkafka retries a failed
+send until ``DELIVERY_TIMEOUT_MS``; a write that still fails raises
+``DeliveryError`` naming the topic and the source record, which stops the job.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError, Producer
+
+from dataflow import metrics
+from dataflow.deadletters import HEADER_FROM_OFFSET, HEADER_SOURCE_OFFSET
+from dataflow.errors import DeliveryError
+from dataflow.kafka_config import producer_config
+from dataflow.schemas import OutRecord
+from dataflow.settings import Settings
+
+_MAX_REPORTED = 5
+
+
+def describe_failure(error: KafkaError, message: Any) -> str:
+    """One line naming the topic, the error and, when known, the source offset."""
+    where = f"topic {message.topic()!r}"
+    for name, value in message.headers() or ():
+        if name in (HEADER_FROM_OFFSET, HEADER_SOURCE_OFFSET):
+            where += f" (source offset {value.decode(errors='replace')})"
+            break
+    return f"write to {where} failed: {error.str()}"
+
+
+class _ProducerPartition(StatelessSinkPartition[OutRecord]):
+    def __init__(self, config: dict[str, Any], flush_timeout_s: float) -> None:
+        self._failures: list[str] = []
+        self._failed = 0
+        self._flush_timeout_s = flush_timeout_s
+        # Only failures call back into Python; flush() returning 0 with no failure
+        # recorded means every write of the batch was acknowledged.
+        self._producer = Producer({**config, "on_delivery": self._on_delivery,
+                                   "delivery.report.only.error": True})
+
+    def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            self._failed += 1
+            if len(self._failures) < _MAX_REPORTED:
+                self._failures.append(describe_failure(error, message))
+
+    def _produce(self, record: OutRecord) -> None:
+        topic, key, value, headers, timestamp = record
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
+                                       timestamp=timestamp or 0)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # the local queue is full: let deliveries drain
+
+    def write_batch(self, items: list[OutRecord]) -> None:
+        for record in items:
+            self._produce(record)
+        self._producer.poll(0)
+        remaining = self._producer.flush(self._flush_timeout_s)
+        if remaining:
+            self._failed += remaining
+            self._failures.append(f"{remaining} writes were not confirmed within "
+                                  f"{self._flush_timeout_s:.0f} s")
+        if self._failed:
+            msg = (f"{self._failed} of {len(items)} writes failed, stopping so nothing is lost: "
+                   + "; ".join(self._failures))
+            raise DeliveryError(msg)
+        for topic, n in Tally(record[0] for record in items).items():
+            metrics.PRODUCED.labels(topic).inc(n)
+
+    def close(self) -> None:
+        self._producer.flush(self._flush_timeout_s)
+
+
+class ConfirmedKafkaSink(DynamicSink[OutRecord]):
+    """Writes (topic, key, value, headers, timestamp) records; each worker its own producer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._config = producer_config(settings)
+        self._flush_timeout_s = settings.delivery_timeout_ms / 1000 + 10
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
+        return _ProducerPartition(self._config, self._flush_timeout_s)

@@ -1,0 +1,74 @@
+"""Counters of the job, served on Bytewax's own /metrics endpoint.
+
+Steps increment them once per batch, not per record. For a finite run,
+consumed == processed + filtered + dead_lettered, exactly; ``snapshot``
+returns the numbers for tests, the benchmark and the end-of-run summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+CONSUMED = Counter("login_records_consumed", "Records read from the input topic.")
+PROCESSED = Counter("login_records_processed", "Records enriched and sent to the output topic.")
+FILTERED = Counter(
+    "login_records_filtered", "Valid records dropped on purpose, by reason.", ["reason"]
+)
+DEAD_LETTERED = Counter(
+    "login_records_dead_lettered", "Records sent to the dead-letter topic, by reason.", ["reason"]
+)
+LATE = Counter(
+    "login_window_late_events",
+    "Events that arrived after their window for a count field had closed (written to the "
+    "late topic), by count field.",
+    ["field"],
+)
+PRODUCED = Counter(
+    "login_records_produced", "Records Kafka confirmed as written, by topic.", ["topic"]
+)
+
+
+def _labelled(counter: Counter) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                label = next(iter(sample.labels.values()), "")
+                values[label] = int(sample.value)
+    return values
+
+
+def _plain(counter: Counter) -> int:
+    return sum(_labelled(counter).values())
+
+
+def snapshot() -> dict[str, Any]:
+    """Current values of every counter in this process."""
+    return {
+        "consumed": _plain(CONSUMED),
+        "processed": _plain(PROCESSED),
+        "filtered": _labelled(FILTERED),
+        "dead_lettered": _labelled(DEAD_LETTERED),
+        "late": _labelled(LATE),
+        "produced": _labelled(PRODUCED),
+    }
+
+
+def accounting_holds(snap: dict[str, Any]) -> bool:
+    """consumed == processed + filtered + dead-lettered."""
+    total = snap["processed"] + sum(snap["filtered"].values()) + sum(snap["dead_lettered"].values())
+    return bool(snap["consumed"] == total)
+
+
+def write_summary(directory: Path) -> Path:
+    """Write this process's counters as JSON into ``directory``; return the file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    process = os.environ.get("BYTEWAX_PROCESS_ID", "0")
+    path = directory / f"summary-process{process}-pid{os.getpid()}.json"
+    path.write_text(json.dumps(snapshot(), sort_keys=True))
+    return path

@@ -1,0 +1,94 @@
+"""Parsing and validation: raw Kafka record -> ``Accepted`` or ``Rejected``.
+
+Bad records are values, not exceptions: ``parse`` never raises for any input
+bytes, it returns a ``Rejected`` with a stable reason code and a detail.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from typing import TypeGuard
+
+import msgspec
+
+from dataflow.schemas import LOGIN_DECODER, Accepted, KafkaRecord, Rejected
+
+# A sane range for epoch seconds: 2000-01-01 to 2100-01-01 (UTC).
+MIN_TIMESTAMP = 946_684_800
+MAX_TIMESTAMP = 4_102_444_800
+
+
+def _classify(error: msgspec.ValidationError) -> str:
+    text = str(error)
+    if text.startswith("Object missing required field") or "got `null`" in text:
+        return "missing_field"
+    if text.startswith("Expected `object`, got") and " - at `" not in text:
+        return "not_an_object"
+    if text.startswith("Expected `") and "`, got `" in text:
+        return "wrong_type"
+    return "invalid_value"
+
+
+def ip_version(text: str) -> int:
+    """4 or 6 for a valid IP address, 0 for anything else (C-level checks, fast)."""
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+        return 4
+    except OSError:
+        pass
+    try:
+        socket.inet_pton(socket.AF_INET6, text)
+        return 6
+    except OSError:
+        return 0
+
+
+def _check_timestamp(value: int) -> str | None:
+    if MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        return None
+    hint = " (milliseconds? expected seconds)" if value > MAX_TIMESTAMP * 100 else ""
+    return (
+        f"timestamp {value} is outside {MIN_TIMESTAMP}..{MAX_TIMESTAMP} epoch seconds"
+        f"{hint} - at `$.timestamp`"
+    )
+
+
+def parse(record: KafkaRecord) -> Accepted | Rejected:
+    """Decode and validate one record; never raises."""
+    raw = record.value()
+    if not raw:
+        return Rejected(record, "empty_value", "the record value is null or empty")
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Rejected(record, "invalid_utf8", f"invalid UTF-8 at byte {exc.start}")
+    try:
+        login = LOGIN_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejected(record, _classify(exc), str(exc))
+    except msgspec.DecodeError as exc:
+        return Rejected(record, "malformed_json", str(exc))
+    except RecursionError:
+        return Rejected(record, "malformed_json", "JSON nested too deeply to decode")
+    timestamp = login.timestamp
+    if type(timestamp) is str:
+        timestamp = int(timestamp)
+    problem = _check_timestamp(timestamp)  # type: ignore[arg-type]  # str was converted
+    if problem is not None:
+        return Rejected(record, "invalid_value", problem)
+    version = ip_version(login.ip)
+    if not version:
+        return Rejected(record, "invalid_value", f"{login.ip!r} is not an IP address - at `$.ip`")
+    return Accepted(login, timestamp, version, record)  # type: ignore[arg-type]
+
+
+def parse_batch(records: Iterable[KafkaRecord]) -> list[Accepted | Rejected]:
+    """``parse`` over a batch (one Python call per batch in the flow)."""
+    return [parse(record) for record in records]
+
+
+def is_accepted(item: Accepted | Rejected) -> TypeGuard[Accepted]:
+    """Branch predicate: True for records that passed validation."""
+    return type(item) is Accepted

@@ -1,0 +1,59 @@
+"""Test doubles of consumed Kafka records, and sample login documents."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    """Quacks like confluent_kafka.Message for what the flow reads."""
+
+    _value: bytes | None
+    _key: bytes | None = b"k"
+    _headers: list[tuple[str, bytes]] | None = None
+    _topic: str = "user-login"
+    _partition: int = 0
+    _offset: int = 0
+    _timestamp_ms: int = 1_694_479_551_000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._timestamp_ms)
+
+
+SAMPLE = {
+    "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
+    "app_version": "2.3.0",
+    "device_type": "android",
+    "ip": "199.172.111.135",
+    "locale": "RU",
+    "device_id": "593-47-5928",
+    "timestamp": "1694479551",
+}
+
+
+def login_bytes(**changes: Any) -> bytes:
+    """The documented sample with some fields changed (None removes a field)."""
+    doc = {**SAMPLE, **changes}
+    return json.dumps({k: v for k, v in doc.items() if v is not None}).encode()

@@ -1,0 +1,79 @@
+"""Settings: defaults, parsing, one clear line per bad variable, secrets never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from dataflow.errors import SettingsError
+from dataflow.settings import ENV_VARS, SPECS, Settings, describe_settings
+
+
+def test_defaults_match_the_documented_values() -> None:
+    """An empty environment gives the documented defaults."""
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert (settings.input_topic, settings.output_topic, settings.dlq_topic,
+            settings.counts_topic) == ("user-login", "processed-user-login", "user-login-dlq",
+                                       "user-login-counts")
+    assert settings.count_fields == ("device_type", "locale")
+    assert settings.window_seconds == 60
+
+
+def test_values_are_parsed_and_normalised() -> None:
+    """Lists, booleans and numbers are parsed; locales are upper-cased."""
+    settings = Settings.from_env({
+        "EXCLUDED_LOCALES": "ru, by ,", "STOP_AT_END": "yes", "WINDOW_SECONDS": "30",
+        "COUNT_FIELDS": "locale,app_version,locale", "KAFKA_BOOTSTRAP_SERVERS": "a:1, b:2",
+    })
+    assert settings.excluded_locales == frozenset({"RU", "BY"})
+    assert settings.stop_at_end is True
+    assert settings.window_seconds == 30
+    assert settings.count_fields == ("locale", "app_version")
+    assert settings.bootstrap_servers == "a:1,b:2"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WINDOW_SECONDS": "0"}, "WINDOW_SECONDS: 0 is below the minimum of 1"),
+        ({"WINDOW_SECONDS": "ten"}, "WINDOW_SECONDS: 'ten' is not a whole number"),
+        ({"STOP_AT_END": "maybe"}, "STOP_AT_END: 'maybe' is not a boolean (true/false)"),
+        ({"INPUT_TOPIC": "bad topic"},
+         "INPUT_TOPIC: 'bad topic' is not a valid Kafka topic name "
+         "(letters, digits, '.', '_', '-')"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "localhost"},
+         "KAFKA_BOOTSTRAP_SERVERS: 'localhost' is not host:port"),
+        ({"COUNT_FIELDS": "colour"},
+         "COUNT_FIELDS: unknown field(s) colour; choose from device_type, locale, app_version, "
+         "ip_version, user_id, device_id"),
+        ({"STARTING_OFFSET": "middle"}, "STARTING_OFFSET: 'middle' is not one of earliest, latest"),
+        ({"OUTPUT_TOPIC": "user-login"},
+         "INPUT_TOPIC: must differ from the output, dead-letter, counts and late topics "
+         "(the job would read its own output)"),
+        ({"KAFKA_CONFIG_BOOTSTRAP_SERVERS": "x:1"},
+         "KAFKA_CONFIG_BOOTSTRAP_SERVERS: set KAFKA_BOOTSTRAP_SERVERS instead"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    """A bad value raises SettingsError with one line naming the variable."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert str(caught.value) == message
+
+
+def test_kafka_config_passes_through_and_secrets_are_masked() -> None:
+    """KAFKA_CONFIG_* becomes client properties; secret values never appear in repr."""
+    settings = Settings.from_env({
+        "KAFKA_CONFIG_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_CONFIG_SASL_PASSWORD": "hunter2",
+    })
+    assert settings.kafka_config == {"security.protocol": "SASL_SSL", "sasl.password": "hunter2"}
+    assert "hunter2" not in repr(settings)
+    assert settings.describe()["kafka_config"]["sasl.password"] == "***"
+
+
+def test_settings_table_lists_every_variable() -> None:
+    """The --help/README table names every variable with its default."""
+    table = describe_settings()
+    assert all(spec.env in table for spec in SPECS)
+    assert len(ENV_VARS) == len(SPECS)

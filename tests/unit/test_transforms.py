@@ -1,0 +1,85 @@
+"""Filter, enrichment and dead-letter records built from parsed logins."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import msgspec
+
+from dataflow.parsing import parse
+from dataflow.schemas import Accepted, ProcessedLogin, Rejected
+from dataflow.settings import Settings
+from dataflow.transforms import DeadLetterer, Enricher, LoginFilter, version_parts
+from tests.records import FakeRecord, login_bytes
+
+NOW = datetime(2026, 11, 24, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+def _accepted(**changes: object) -> Accepted:
+    result = parse(FakeRecord(login_bytes(**changes), _partition=2, _offset=7))
+    assert isinstance(result, Accepted)
+    return result
+
+
+def test_enrich_normalises_and_adds_fields() -> None:
+    """Output has an int timestamp, upper locale, lower device type, ISO times, version parts."""
+    [(topic, key, value, headers, ts)] = Enricher(Settings(), now=lambda: NOW)(
+        [_accepted(locale="ru", device_type="iOS", app_version="2.10.x")])
+    out = msgspec.json.decode(value, type=ProcessedLogin)
+    assert topic == "processed-user-login"
+    assert key == b"424cdd21-063a-43a7-b91b-7ca1a833afae"
+    assert (out.locale, out.device_type, out.timestamp) == ("RU", "ios", 1_694_479_551)
+    assert out.login_at == "2023-09-12T00:45:51+00:00"
+    assert out.processed_at == "2026-11-24T12:00:00.123+00:00"
+    assert (out.app_version_major, out.app_version_minor, out.app_version_patch) == (2, 10, None)
+    assert out.ip_version == 4
+    assert headers == [("source.topic", b"user-login"), ("source.partition", b"2"),
+                       ("source.offset", b"7")]
+    assert ts == 1_694_479_551_000
+
+
+def test_missing_device_type_stays_null_in_output() -> None:
+    """A login without device_type is processed with device_type null."""
+    [(_, _, value, _, _)] = Enricher(Settings(), now=lambda: NOW)([_accepted(device_type=None)])
+    assert json.loads(value)["device_type"] is None
+
+
+def test_filter_drops_excluded_locales_case_insensitively() -> None:
+    """EXCLUDED_LOCALES drops matching locales whatever their case."""
+    keep = LoginFilter(Settings(excluded_locales=frozenset({"RU"})))
+    assert keep([_accepted(locale="ru"), _accepted(locale="US")]) == [_accepted(locale="US")]
+
+
+def test_dead_letter_keeps_bytes_key_headers_and_adds_context() -> None:
+    """A dead letter is the original record plus dlq.* headers."""
+    record = FakeRecord(b"\xff{", _key=b"\x00key", _headers=[("trace", b"\x01")],
+                        _partition=3, _offset=99)
+    rejected = parse(record)
+    assert isinstance(rejected, Rejected)
+    [(topic, key, value, headers, _)] = DeadLetterer(Settings(), now=lambda: NOW)([rejected])
+    assert (topic, key, value) == ("user-login-dlq", b"\x00key", b"\xff{")
+    assert headers == [
+        ("trace", b"\x01"),
+        ("dlq.reason", b"invalid_utf8"),
+        ("dlq.detail", b"invalid UTF-8 at byte 0"),
+        ("dlq.source.topic", b"user-login"),
+        ("dlq.source.partition", b"3"),
+        ("dlq.source.offset", b"99"),
+        ("dlq.failed_at", b"2026-11-24T12:00:00.123000+00:00"),
+    ]
+
+
+def test_null_value_dead_letter_stays_null() -> None:
+    """A record with a null value becomes a dead letter whose value is still null."""
+    rejected = parse(FakeRecord(None))
+    assert isinstance(rejected, Rejected)
+    [(_, _, value, _, _)] = DeadLetterer(Settings(), now=lambda: NOW)([rejected])
+    assert value is None
+
+
+def test_version_parts() -> None:
+    """Dotted versions split into numbers; absent or odd parts are None."""
+    assert version_parts("2.3.0") == (2, 3, 0)
+    assert version_parts("5") == (5, None, None)
+    assert version_parts("1.2.3.4") == (1, 2, 3)

@@ -1,0 +1,140 @@
+"""`python -m dataflow run`: N local Bytewax processes forming one cluster.
+
+Each process is ``python -m bytewax.run dataflow.flow -i K -a ADDRS [-w W]``
+with the same environment. Ctrl-C or SIGTERM is forwarded to every process;
+when one process fails the others are stopped and its exit code is returned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from dataflow.errors import PipelineError
+from dataflow.settings import Settings, describe_settings
+
+GRACE_SECONDS = 20.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dataflow run",
+        description="Run the login dataflow on N local processes forming one Bytewax cluster. "
+        "The job's settings come from the environment:\n\n" + describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-p", "--processes", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("-w", "--workers-per-process", type=int, default=1,
+                        help="worker threads per process (default 1; threads share the GIL)")
+    parser.add_argument("--base-port", type=int, default=2101,
+                        help="first of the N consecutive loopback ports the processes use "
+                        "to talk to each other (default 2101)")
+    recovery = parser.add_argument_group("recovery (all three together)")
+    recovery.add_argument("-r", "--recovery-directory", type=Path,
+                          help="Bytewax recovery directory; partitions are created if missing")
+    recovery.add_argument("-s", "--snapshot-interval", type=int,
+                          help="seconds between snapshots (the replay window after a crash)")
+    recovery.add_argument("-b", "--backup-interval", type=int, default=None,
+                          help="seconds to keep older snapshots (0 when the directory is not "
+                          "backed up elsewhere)")
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.processes < 1 or args.workers_per_process < 1:
+        msg = "--processes and --workers-per-process must be at least 1"
+        raise PipelineError(msg)
+    given = [args.recovery_directory is not None, args.snapshot_interval is not None,
+             args.backup_interval is not None]
+    if any(given) and not all(given):
+        msg = "recovery needs -r/--recovery-directory, -s/--snapshot-interval and " \
+              "-b/--backup-interval together"
+        raise PipelineError(msg)
+    for port in range(args.base_port, args.base_port + args.processes):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                msg = f"port {port} is in use; choose another --base-port"
+                raise PipelineError(msg)
+
+
+def ensure_recovery_partitions(directory: Path, count: int) -> None:
+    """Create Bytewax recovery partitions once; reuse existing ones."""
+    if directory.is_dir() and any(directory.glob("part-*.sqlite3")):
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(directory), str(count)],
+                   check=True)
+
+
+def process_commands(args: argparse.Namespace) -> list[list[str]]:
+    """The bytewax.run command line of each process."""
+    addresses = ";".join(f"127.0.0.1:{args.base_port + i}" for i in range(args.processes))
+    base = [sys.executable, "-m", "bytewax.run", "dataflow.flow",
+            "-w", str(args.workers_per_process)]
+    if args.recovery_directory is not None:
+        base += ["-r", str(args.recovery_directory), "-s", str(args.snapshot_interval),
+                 "-b", str(args.backup_interval)]
+    if args.processes == 1:
+        return [base]
+    return [[*base, "-i", str(i), "-a", addresses] for i in range(args.processes)]
+
+
+def _stop_all(children: list[subprocess.Popen[bytes]], sig: int = signal.SIGINT) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(sig)
+    deadline = time.monotonic() + GRACE_SECONDS
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    """Wait for all processes; the first failure stops the rest and gives the exit code."""
+    stopping: list[int] = []
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            if stopping:
+                _stop_all(children)
+                return 130 if stopping[0] == signal.SIGINT else 143
+            codes = [child.poll() for child in children]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed:
+                _stop_all(children)
+                return int(failed[0] or 1)
+            if all(c == 0 for c in codes):
+                return 0
+            time.sleep(0.2)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        Settings.from_env(os.environ)  # fail once here rather than in every process
+        _check_args(args)
+        if args.recovery_directory is not None:
+            ensure_recovery_partitions(args.recovery_directory,
+                                       args.processes * args.workers_per_process)
+    except PipelineError as exc:
+        print(f"login-dataflow: error: {exc}", file=sys.stderr)
+        return 2
+    children = [subprocess.Popen(cmd) for cmd in process_commands(args)]
+    return supervise(children)

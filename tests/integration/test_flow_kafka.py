@@ -1,0 +1,168 @@
+"""The dataflow on the real broker: every record accounted for, on 1 and on 3 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataflow.transforms import iso_utc
+from tests.kafka_io import consume_all, produce_all
+from tests.records import login_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = 1_694_479_500  # a minute boundary: windows [BASE, BASE+60), [BASE+60, BASE+120)
+HEADERS = [("trace-id", b"\x00\x01abc")]
+BAD = [
+    (b"{not json", "malformed_json"),
+    (login_bytes(user_id=None), "missing_field"),
+    (login_bytes(ip=42), "wrong_type"),
+    (b'{"user_id": "\xff\xfe"}', "invalid_utf8"),
+    (None, "empty_value"),
+    (b"[1, 2, 3]", "not_an_object"),
+    (login_bytes(ip="300.1.1.1"), "invalid_value"),
+    (login_bytes(timestamp=1_694_479_551_000), "invalid_value"),
+]
+
+
+def _good(i: int) -> bytes:
+    device = ("android", "iOS", None)[i % 3]
+    locale = ("US", "de")[i % 2]
+    return login_bytes(user_id=f"user-{i}", timestamp=BASE + (i * 7) % 120,
+                       device_type=device, locale=locale)
+
+
+def build_input() -> tuple[list[tuple[bytes, bytes | None, int]], dict[str, Any]]:
+    """30 good, 5 filtered and 8 bad records over 3 partitions, with what to expect of each."""
+    records: list[tuple[bytes, bytes | None, int]] = []
+    expect: dict[str, Any] = {"good": set(), "bad": {}, "filtered": 0, "counts": Counter()}
+    offsets = Counter[int]()
+
+    def add(key: bytes, value: bytes | None) -> tuple[int, int]:
+        partition = len(records) % 3
+        records.append((key, value, partition))
+        offsets[partition] += 1
+        return partition, offsets[partition] - 1
+
+    for i in range(30):
+        expect["good"].add(add(f"user-{i}".encode(), _good(i)))
+        doc = json.loads(_good(i))
+        start = BASE + ((doc["timestamp"] - BASE) // 60) * 60
+        device = (doc.get("device_type") or "unknown").lower()
+        expect["counts"][(start, "device_type", device)] += 1
+        expect["counts"][(start, "locale", doc["locale"].upper())] += 1
+    for i in range(5):
+        add(b"by", login_bytes(user_id=f"by-{i}", locale="BY"))
+        expect["filtered"] += 1
+    for n, (value, reason) in enumerate(BAD):
+        expect["bad"][add(f"bad-{n}".encode(), value)] = (f"bad-{n}".encode(), value, reason)
+    return records, expect
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_job(bootstrap: str, topics: dict[str, str], processes: int, summaries: Path) -> None:
+    """`python -m dataflow run --processes N` with STOP_AT_END, as a user would run it."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "INPUT_TOPIC": topics["input"], "OUTPUT_TOPIC": topics["output"],
+        "DLQ_TOPIC": topics["dlq"], "COUNTS_TOPIC": topics["counts"],
+        "LATE_TOPIC": topics["late"],
+        "STOP_AT_END": "true", "ALLOWED_LATENESS_SECONDS": "3600",
+        "EXCLUDED_LOCALES": "BY", "RUN_SUMMARY_DIR": str(summaries), "LOG_FORMAT": "json",
+    }
+    cmd = [sys.executable, "-m", "dataflow", "run", "--processes", str(processes),
+           "--base-port", str(_free_port())]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def summed(summaries: Path) -> dict[str, int]:
+    total = Counter[str]()
+    for path in summaries.glob("*.json"):
+        snap = json.loads(path.read_text())
+        total["consumed"] += snap["consumed"]
+        total["processed"] += snap["processed"]
+        total["filtered"] += sum(snap["filtered"].values())
+        total["dead_lettered"] += sum(snap["dead_lettered"].values())
+    return dict(total)
+
+
+def _header(msg: Any, name: str) -> bytes:
+    return dict(msg.headers() or [])[name]
+
+
+def outcome(bootstrap: str, topics: dict[str, str]) -> dict[str, Any]:
+    processed = consume_all(bootstrap, topics["output"])
+    counts = [json.loads(m.value()) for m in consume_all(bootstrap, topics["counts"])]
+    return {
+        "processed": [(int(_header(m, "source.partition")), int(_header(m, "source.offset")))
+                      for m in processed],
+        "dead": consume_all(bootstrap, topics["dlq"]),
+        "counts": Counter({(c["window_start"], c["field"], c["value"]): c["count"]
+                           for c in counts}),
+        "late": consume_all(bootstrap, topics["late"]) if topics.get("late") else [],
+    }
+
+
+@pytest.fixture
+def job_topics(make_topic: Callable[..., str]) -> Callable[[str], dict[str, str]]:
+    """Fresh output topics for one run against a shared input topic."""
+    def make(input_topic: str) -> dict[str, str]:
+        return {"input": input_topic, "output": make_topic(partitions=3), "dlq": make_topic(),
+                "counts": make_topic(), "late": make_topic()}
+    return make
+
+
+def test_mixed_topic_every_record_accounted_for_and_same_on_1_and_3_processes(
+    kafka_bootstrap: str, make_topic: Callable[..., str],
+    job_topics: Callable[[str], dict[str, str]], tmp_path: Path,
+) -> None:
+    """Good records processed once, bad ones byte-exact in the DLQ, counts exact, 1 == 3 procs."""
+    records, expect = build_input()
+    input_topic = make_topic(partitions=3)
+    produce_all(kafka_bootstrap, input_topic, records, headers=HEADERS)
+    results = {}
+    for processes in (1, 3):
+        topics = job_topics(input_topic)
+        run_job(kafka_bootstrap, topics, processes, tmp_path / f"p{processes}")
+        result = outcome(kafka_bootstrap, topics)
+        results[processes] = result
+
+        assert sorted(result["processed"]) == sorted(expect["good"])  # each exactly once
+        dead = {(int(_header(m, "dlq.source.partition")), int(_header(m, "dlq.source.offset"))): m
+                for m in result["dead"]}
+        assert len(dead) == len(result["dead"]) == len(BAD)
+        assert set(dead) == set(expect["bad"])
+        for where, (key, value, reason) in expect["bad"].items():
+            msg = dead[where]
+            assert (msg.key(), msg.value()) == (key, value)
+            headers = msg.headers()
+            assert headers[0] == HEADERS[0]
+            assert _header(msg, "dlq.reason") == reason.encode()
+            assert _header(msg, "dlq.source.topic") == input_topic.encode()
+            assert _header(msg, "dlq.failed_at").endswith(b"+00:00")
+        expected_counts = Counter({
+            (iso_utc(start), field, value): n
+            for (start, field, value), n in expect["counts"].items()})
+        assert result["counts"] == expected_counts
+        assert result["late"] == []
+        totals = summed(tmp_path / f"p{processes}")
+        assert totals == {"consumed": len(records), "processed": len(expect["good"]),
+                          "filtered": expect["filtered"], "dead_lettered": len(BAD)}
+    assert sorted(results[1]["processed"]) == sorted(results[3]["processed"])
+    assert results[1]["counts"] == results[3]["counts"]
+

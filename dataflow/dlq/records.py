@@ -1,0 +1,179 @@
+"""A dead letter as read back from DLQ_TOPIC, and the filters that select them.
+
+``DeadLetter`` keeps everything Kafka gave: key, value and header values as
+raw bytes (or None), so an export or a replay loses nothing. The ``dlq.*``
+context is read from the headers on demand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from dataflow.deadletters import (
+    DLQ_HEADER_PREFIX,
+    HEADER_DETAIL,
+    HEADER_FAILED_AT,
+    HEADER_REASON,
+    HEADER_REPLAY_COUNT,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+)
+from dataflow.errors import PipelineError
+
+# librdkafka's TIMESTAMP_NOT_AVAILABLE
+_NO_TIMESTAMP = 0
+
+RecordHeaders = list[tuple[str, bytes | None]]
+
+
+class DlqError(PipelineError):
+    """The dead-letter review tool cannot do what it was asked."""
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _int(raw: bytes | None) -> int | None:
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
+
+
+def parse_time(raw: str, option: str = "time") -> datetime:
+    """An ISO-8601 time, timezone-aware; a naive time is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        msg = f"{option}: {raw!r} is not an ISO-8601 time (e.g. 2024-09-12T08:30:00Z)"
+        raise DlqError(msg) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """One record of the dead-letter topic, bytes untouched."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: RecordHeaders = []
+
+    @classmethod
+    def from_message(cls, msg: Any) -> DeadLetter:
+        """From a confluent_kafka.Message."""
+        kind, stamp = msg.timestamp()
+        return cls(msg.topic(), msg.partition(), msg.offset(),
+                   None if kind == _NO_TIMESTAMP else stamp,
+                   msg.key(), msg.value(), list(msg.headers() or ()))
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of a header, or None."""
+        found = None
+        for key, value in self.headers:
+            if key == name:
+                found = value
+        return found
+
+    @property
+    def reason(self) -> str:
+        """The reason code, or "(none)" for a record without dlq.reason."""
+        return _text(self.header(HEADER_REASON)) or "(none)"
+
+    @property
+    def detail(self) -> str:
+        """What the parser said, or an empty string."""
+        return _text(self.header(HEADER_DETAIL)) or ""
+
+    @property
+    def source_topic(self) -> str | None:
+        """Topic the record was read from when it failed."""
+        return _text(self.header(HEADER_SOURCE_TOPIC))
+
+    @property
+    def source_partition(self) -> int | None:
+        """Partition of the source topic."""
+        return _int(self.header(HEADER_SOURCE_PARTITION))
+
+    @property
+    def source_offset(self) -> int | None:
+        """Offset in the source partition."""
+        return _int(self.header(HEADER_SOURCE_OFFSET))
+
+    @property
+    def failed_at(self) -> datetime | None:
+        """When the dataflow rejected it (dlq.failed_at), UTC."""
+        raw = _text(self.header(HEADER_FAILED_AT))
+        if raw is None:
+            return None
+        try:
+            return parse_time(raw).astimezone(UTC)
+        except DlqError:
+            return None
+
+    @property
+    def replay_count(self) -> int:
+        """How many times it was replayed already (replay.count, 0 when absent)."""
+        return max(_int(self.header(HEADER_REPLAY_COUNT)) or 0, 0)
+
+    def replay_headers(self) -> RecordHeaders:
+        """Original headers minus dlq.* and replay.count, plus replay.count + 1."""
+        kept = [(k, v) for k, v in self.headers
+                if not k.startswith(DLQ_HEADER_PREFIX) and k != HEADER_REPLAY_COUNT]
+        return [*kept, (HEADER_REPLAY_COUNT, str(self.replay_count + 1).encode())]
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which dead letters a command works on; every bound is inclusive."""
+
+    reasons: frozenset[str] = frozenset()
+    since: datetime | None = None
+    until: datetime | None = None
+    source_partition: int | None = None
+    offset_from: int | None = None
+    offset_to: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.since and self.until and self.since > self.until:
+            msg = "--since is after --until: nothing can match"
+            raise DlqError(msg)
+        if self.offset_from is not None and self.offset_to is not None \
+                and self.offset_from > self.offset_to:
+            msg = "--offset-from is after --offset-to: nothing can match"
+            raise DlqError(msg)
+
+    def _time_ok(self, record: DeadLetter) -> bool:
+        if self.since is None and self.until is None:
+            return True
+        failed_at = record.failed_at
+        if failed_at is None:
+            return False
+        return not ((self.since and failed_at < self.since)
+                    or (self.until and failed_at > self.until))
+
+    def _offset_ok(self, record: DeadLetter) -> bool:
+        if self.offset_from is None and self.offset_to is None:
+            return True
+        offset = record.source_offset
+        if offset is None:
+            return False
+        return not ((self.offset_from is not None and offset < self.offset_from)
+                    or (self.offset_to is not None and offset > self.offset_to))
+
+    def matches(self, record: DeadLetter) -> bool:
+        """Whether the record passes every filter that is set."""
+        if self.reasons and record.reason not in self.reasons:
+            return False
+        if self.source_partition is not None \
+                and record.source_partition != self.source_partition:
+            return False
+        return self._time_ok(record) and self._offset_ok(record)

@@ -32,15 +32,16 @@ def _classify(error: msgspec.ValidationError) -> str:
 
 def ip_version(text: str) -> int:
     """4 or 6 for a valid IP address, 0 for anything else (C-level checks, fast)."""
+    # ValueError: inet_pton refuses text with an embedded NUL ("1.2.3.4\u0000").
     try:
         socket.inet_pton(socket.AF_INET, text)
         return 4
-    except OSError:
+    except (OSError, ValueError):
         pass
     try:
         socket.inet_pton(socket.AF_INET6, text)
         return 6
-    except OSError:
+    except (OSError, ValueError):
         return 0
 
 

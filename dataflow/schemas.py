@@ -16,7 +16,7 @@ Text = Annotated[str, Meta(min_length=1, max_length=256)]
 Locale = Annotated[str, Meta(min_length=1, max_length=35)]
 IpText = Annotated[str, Meta(min_length=2, max_length=45)]
 EpochSeconds = Annotated[int, Meta(ge=0)]
-EpochSecondsText = Annotated[str, Meta(pattern=r"^[0-9]{1,12}$")]
+EpochSecondsText = Annotated[str, Meta(pattern=r"^[0-9]{1,12}\Z")]  # \Z: "$" allows a final "\n"
 
 Headers = list[tuple[str, bytes]]
 # What the sink writes: (topic, key, value, headers, timestamp in ms or None).

@@ -46,10 +46,11 @@ _MAX_DETAIL = 1000
 
 def source_headers(record: KafkaRecord) -> Headers:
     """Headers naming a record's source topic, partition and offset."""
+    # topic/partition/offset are None only on error events, which never get here.
     return [
-        (HEADER_FROM_TOPIC, str(record.topic()).encode()),
-        (HEADER_FROM_PARTITION, str(record.partition()).encode()),
-        (HEADER_FROM_OFFSET, str(record.offset()).encode()),
+        (HEADER_FROM_TOPIC, record.topic().encode()),  # type: ignore[union-attr]
+        (HEADER_FROM_PARTITION, b"%d" % record.partition()),  # type: ignore[str-format]
+        (HEADER_FROM_OFFSET, b"%d" % record.offset()),  # type: ignore[str-format]
     ]
 
 

@@ -22,6 +22,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "enable.partition.eof": False,
         "queued.max.messages.kbytes": settings.consumer_queue_kbytes,
         "fetch.wait.max.ms": 100,
+        # librdkafka waits fetch.queue.backoff.ms (default 1 s) once the prefetch queue is
+        # full; with a bounded queue that stalls the partition, so retry soon instead.
+        "fetch.queue.backoff.ms": 10,
         **settings.kafka_config,
     }
 

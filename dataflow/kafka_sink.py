@@ -53,19 +53,27 @@ class _ProducerPartition(StatelessSinkPartition[OutRecord]):
             if len(self._failures) < _MAX_REPORTED:
                 self._failures.append(describe_failure(error, message))
 
-    def _produce(self, record: OutRecord) -> None:
+    def _produce_waiting(self, record: OutRecord) -> None:
+        """Produce once the local queue has room (BufferError means it is full)."""
         topic, key, value, headers, timestamp = record
         while True:
+            self._producer.poll(0.05)  # serve deliveries so the queue drains
             try:
                 self._producer.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
                                        timestamp=timestamp or 0)
                 return
             except BufferError:
-                self._producer.poll(0.05)  # the local queue is full: let deliveries drain
+                continue
 
     def write_batch(self, items: list[OutRecord]) -> None:
+        produce = self._producer.produce
         for record in items:
-            self._produce(record)
+            topic, key, value, headers, timestamp = record
+            try:
+                produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
+                        timestamp=timestamp or 0)
+            except BufferError:
+                self._produce_waiting(record)
         self._producer.poll(0)
         remaining = self._producer.flush(self._flush_timeout_s)
         if remaining:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,17 @@ def accounting_holds(snap: dict[str, Any]) -> bool:
     return bool(snap["consumed"] == total)
 
 
+def resources() -> dict[str, float]:
+    """Peak resident memory (MB) and CPU seconds (user + system) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}
+
+
 def write_summary(directory: Path) -> Path:
-    """Write this process's counters as JSON into ``directory``; return the file."""
+    """Write this process's counters and resource use as JSON into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     process = os.environ.get("BYTEWAX_PROCESS_ID", "0")
     path = directory / f"summary-process{process}-pid{os.getpid()}.json"
-    path.write_text(json.dumps(snapshot(), sort_keys=True))
+    path.write_text(json.dumps({**snapshot(), **resources()}, sort_keys=True))
     return path

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from dataflow import metrics
 from dataflow.deadletters import dead_letter_headers, source_headers
-from dataflow.schemas import ENCODER, Accepted, OutRecord, ProcessedLogin, Rejected
+from dataflow.schemas import ENCODER, Accepted, KafkaRecord, OutRecord, ProcessedLogin, Rejected
 from dataflow.settings import Settings
 
 Now = Callable[[], datetime]
@@ -43,12 +43,9 @@ def normal_device_type(value: str | None) -> str | None:
     return value.lower() if value is not None else None
 
 
-def source_timestamp_ms(record: object) -> int | None:
+def source_timestamp_ms(record: KafkaRecord) -> int | None:
     """The Kafka timestamp of a source record (kept on what we write), or None."""
-    getter = getattr(record, "timestamp", None)
-    if getter is None:
-        return None
-    kind, value = getter()
+    kind, value = record.timestamp()
     return value if kind and value >= 0 else None
 
 
@@ -79,35 +76,25 @@ class Enricher:
     def enrich(self, accepted: Accepted, processed_at: str) -> ProcessedLogin:
         login = accepted.login
         major, minor, patch = version_parts(login.app_version)
+        device_type = login.device_type
+        # Positional: the field order of ProcessedLogin (cheaper than keywords per record).
         return ProcessedLogin(
-            user_id=login.user_id,
-            app_version=login.app_version,
-            app_version_major=major,
-            app_version_minor=minor,
-            app_version_patch=patch,
-            device_type=normal_device_type(login.device_type),
-            device_id=login.device_id,
-            ip=login.ip,
-            ip_version=accepted.ip_version,
-            locale=login.locale.upper(),
-            timestamp=accepted.timestamp,
-            login_at=iso_utc(accepted.timestamp),
-            processed_at=processed_at,
+            login.user_id, login.app_version, major, minor, patch,
+            device_type.lower() if device_type is not None else None,
+            login.device_id, login.ip, accepted.ip_version, login.locale.upper(),
+            accepted.timestamp, iso_utc(accepted.timestamp), processed_at,
         )
 
     def __call__(self, batch: list[Accepted]) -> list[OutRecord]:
         processed_at = self._now().isoformat(timespec="milliseconds")
         topic, encode, enrich = self._topic, ENCODER.encode, self.enrich
-        out: list[OutRecord] = [
-            (
-                topic,
-                a.login.user_id.encode(),
-                encode(enrich(a, processed_at)),
-                source_headers(a.source),
-                source_timestamp_ms(a.source),
-            )
-            for a in batch
-        ]
+        out: list[OutRecord] = []
+        append = out.append
+        for a in batch:
+            source = a.source
+            kind, timestamp = source.timestamp()
+            append((topic, a.login.user_id.encode(), encode(enrich(a, processed_at)),
+                    source_headers(source), timestamp if kind and timestamp >= 0 else None))
         metrics.PROCESSED.inc(len(out))
         return out
 

@@ -21,10 +21,10 @@ MAX_TIMESTAMP = 4_102_444_800
 
 def _classify(error: msgspec.ValidationError) -> str:
     text = str(error)
+    if text.startswith("Expected `object`, got") and " - at `" not in text:
+        return "not_an_object"  # first: a top-level `null` is not an object, not a missing field
     if text.startswith("Object missing required field") or "got `null`" in text:
         return "missing_field"
-    if text.startswith("Expected `object`, got") and " - at `" not in text:
-        return "not_an_object"
     if text.startswith("Expected `") and "`, got `" in text:
         return "wrong_type"
     return "invalid_value"

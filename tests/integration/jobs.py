@@ -1,0 +1,237 @@
+"""Running the job as a subprocess in failure tests: start, watch, kill, restart, read results.
+
+``tests/integration/test_flow_kafka.py`` runs the job once and expects success;
+the failure tests also need a job that fails, a job they kill, its worker
+processes, the end offsets of a topic while the job runs, and the input each
+output record came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.integration.test_flow_kafka import ROOT, summed
+from tests.kafka_io import consume_all
+
+Message = Any  # confluent_kafka.Message
+Source = tuple[int, int]  # (partition, offset) of an input record
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(every)
+
+
+def free_ports(count: int) -> int:
+    """First of ``count`` consecutive loopback ports that nothing listens on."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        if first + count > 65535:
+            continue
+        if all(_is_free(port) for port in range(first, first + count)):
+            return first
+    msg = f"no {count} consecutive free ports found"
+    raise AssertionError(msg)
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def create_topics(bootstrap: str, count: int = 1, partitions: int = 1, replication: int = -1,
+                  config: dict[str, str] | None = None) -> list[str]:
+    """Fresh uuid-named topics on any cluster (make_topic only knows the session broker)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [f"test-{uuid.uuid4().hex}" for _ in range(count)]
+    futures = admin.create_topics([NewTopic(n, partitions, replication, config=config or {})
+                                   for n in names], request_timeout=30)
+    for future in futures.values():
+        future.result(timeout=30)
+
+    def ready() -> bool:
+        topics = admin.list_topics(timeout=5).topics
+        return all(n in topics and topics[n].error is None
+                   and len(topics[n].partitions) == partitions
+                   and all(p.leader >= 0 for p in topics[n].partitions.values())
+                   for n in names)
+
+    wait_for(ready, 30, f"topics {names} to have leaders")
+    return names
+
+
+def job_topics(make: Callable[..., str], input_topic: str, output_partitions: int = 3,
+               output_config: dict[str, str] | None = None) -> dict[str, str]:
+    """Fresh output, dead-letter, counts and late topics for a job reading ``input_topic``."""
+    return {"input": input_topic,
+            "output": make(partitions=output_partitions, config=output_config),
+            "dlq": make(), "counts": make(), "late": make()}
+
+
+def job_env(bootstrap: str, topics: dict[str, str], summaries: Path,
+            **overrides: str) -> dict[str, str]:
+    """The environment of a finite run (STOP_AT_END), as test_flow_kafka runs it."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("KAFKA_CONFIG_", "BYTEWAX_"))}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "INPUT_TOPIC": topics["input"], "OUTPUT_TOPIC": topics["output"],
+        "DLQ_TOPIC": topics["dlq"], "COUNTS_TOPIC": topics["counts"],
+        "LATE_TOPIC": topics["late"],
+        "STOP_AT_END": "true", "ALLOWED_LATENESS_SECONDS": "3600",
+        "EXCLUDED_LOCALES": "BY", "RUN_SUMMARY_DIR": str(summaries), "LOG_FORMAT": "json",
+    })
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Job:
+    """One `python -m dataflow run` process; its output goes to a log file, not a pipe."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def start(cls, env: dict[str, str], log: Path, processes: int = 1,
+              recovery: Path | None = None, snapshot_s: int = 1) -> Job:
+        cmd = [sys.executable, "-m", "dataflow", "run", "--processes", str(processes),
+               "--base-port", str(free_ports(processes))]
+        if recovery is not None:
+            cmd += ["-r", str(recovery), "-s", str(snapshot_s), "-b", "0"]
+        with open(log, "ab") as out:
+            process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        return cls(process, log)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code; kill the whole job and fail if it runs past ``timeout`` s."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_all()
+            msg = f"job still running after {timeout:.0f} s:\n{self.tail()}"
+            raise AssertionError(msg) from None
+
+    def workers(self) -> list[int]:
+        """Pids of the bytewax.run processes the runner started (its children)."""
+        return children(self.process.pid)
+
+    def kill_all(self) -> None:
+        """SIGKILL the runner's workers and the runner (cleanup after a failed test)."""
+        for pid in self.workers():
+            _kill(pid)
+        self.process.kill()
+        self.process.wait()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.text()[-chars:]
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended already
+        os.kill(pid, signal.SIGKILL)
+
+
+def children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid``, read from /proc/*/stat (no psutil)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+        if int(fields[1]) == pid:  # fields: state, ppid, ...
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """High watermark of every partition of ``topic``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-watch"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+    finally:
+        consumer.close()
+
+
+def record_count(bootstrap: str, topic: str) -> int:
+    """Records in ``topic`` (sum of end offsets; the test topics are never compacted)."""
+    try:
+        return sum(end_offsets(bootstrap, topic).values())
+    except KafkaException:  # a broker is restarting: no answer this time
+        return 0
+
+
+def header(msg: Message, name: str) -> bytes:
+    return dict(msg.headers() or [])[name]
+
+
+def processed_sources(messages: list[Message]) -> list[Source]:
+    """(partition, offset) of the input record behind each processed record."""
+    return [(int(header(m, "source.partition")), int(header(m, "source.offset")))
+            for m in messages]
+
+
+def dead_sources(messages: list[Message]) -> list[Source]:
+    """(partition, offset) of the input record behind each dead letter."""
+    return [(int(header(m, "dlq.source.partition")), int(header(m, "dlq.source.offset")))
+            for m in messages]
+
+
+def final_counts(bootstrap: str, topic: str) -> Counter[tuple[str, str, str]]:
+    """Window counts keyed by (window_start, field, value), the last record of a key winning."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    messages = consume_all(bootstrap, topic)
+    # Keys are partitioned, so within one key the offset order is the write order.
+    for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        doc = json.loads(msg.value())
+        counts[(doc["window_start"], doc["field"], doc["value"])] = doc["count"]
+    return counts
+
+
+def summaries_of(directory: Path) -> dict[str, int]:
+    """consumed, processed, filtered and dead_lettered summed over the run's processes."""
+    return summed(directory)
+
+
+def running(job: Job, every: float = 0.05) -> Iterator[float]:
+    """Seconds since start, while the job runs (for loops that watch it)."""
+    while job.process.poll() is None:
+        yield time.monotonic() - job.started
+        time.sleep(every)

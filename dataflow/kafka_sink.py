@@ -18,28 +18,53 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Producer
 
 from dataflow import metrics
-from dataflow.deadletters import HEADER_FROM_OFFSET, HEADER_SOURCE_OFFSET
+from dataflow.deadletters import (
+    HEADER_FROM_OFFSET,
+    HEADER_FROM_PARTITION,
+    HEADER_FROM_TOPIC,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+)
 from dataflow.errors import DeliveryError
 from dataflow.kafka_config import producer_config
-from dataflow.schemas import OutRecord
+from dataflow.schemas import Headers, OutRecord
 from dataflow.settings import Settings
 
 _MAX_REPORTED = 5
+_SOURCE_HEADER_SETS = (
+    (HEADER_FROM_TOPIC, HEADER_FROM_PARTITION, HEADER_FROM_OFFSET),
+    (HEADER_SOURCE_TOPIC, HEADER_SOURCE_PARTITION, HEADER_SOURCE_OFFSET),
+)
+_SOURCE_HEADERS = frozenset(name for names in _SOURCE_HEADER_SETS for name in names)
 
 
-def describe_failure(error: KafkaError, message: Any) -> str:
-    """One line naming the topic, the error and, when known, the source offset."""
-    where = f"topic {message.topic()!r}"
-    for name, value in message.headers() or ():
-        if name in (HEADER_FROM_OFFSET, HEADER_SOURCE_OFFSET):
-            where += f" (source offset {value.decode(errors='replace')})"
-            break
-    return f"write to {where} failed: {error.str()}"
+def _source_of(headers: Headers | None) -> str:
+    found = {name: value.decode(errors="replace") for name, value in headers or ()
+             if name in _SOURCE_HEADERS}
+    for topic, partition, offset in _SOURCE_HEADER_SETS:
+        if offset in found:
+            return (f" (source {found.get(topic, '?')} partition {found.get(partition, '?')} "
+                    f"offset {found[offset]})")
+    return ""
+
+
+def describe_failures(failures: list[tuple[str, Any, Any, str]], batch: list[OutRecord]) -> str:
+    """One clause per failed write: topic, error, and the source record it came from.
+
+    Delivery reports carry no headers, so the failed record is looked up in the
+    batch by topic, key and value (only on failure: nothing on the hot path).
+    """
+    headers_of = {(t, k, v): h for t, k, v, h, _ in batch}
+    return "; ".join(
+        f"write to topic {topic!r}{_source_of(headers_of.get((topic, key, value)))} "
+        f"failed: {error}"
+        for topic, key, value, error in failures)
 
 
 class _ProducerPartition(StatelessSinkPartition[OutRecord]):
     def __init__(self, config: dict[str, Any], flush_timeout_s: float) -> None:
-        self._failures: list[str] = []
+        self._failures: list[tuple[str, Any, Any, str]] = []
         self._failed = 0
         self._flush_timeout_s = flush_timeout_s
         # Only failures call back into Python; flush() returning 0 with no failure
@@ -51,7 +76,8 @@ class _ProducerPartition(StatelessSinkPartition[OutRecord]):
         if error is not None:
             self._failed += 1
             if len(self._failures) < _MAX_REPORTED:
-                self._failures.append(describe_failure(error, message))
+                self._failures.append((message.topic(), message.key(), message.value(),
+                                       error.str()))
 
     def _produce_waiting(self, record: OutRecord) -> None:
         """Produce once the local queue has room (BufferError means it is full)."""
@@ -76,13 +102,11 @@ class _ProducerPartition(StatelessSinkPartition[OutRecord]):
                 self._produce_waiting(record)
         self._producer.poll(0)
         remaining = self._producer.flush(self._flush_timeout_s)
-        if remaining:
-            self._failed += remaining
-            self._failures.append(f"{remaining} writes were not confirmed within "
-                                  f"{self._flush_timeout_s:.0f} s")
-        if self._failed:
-            msg = (f"{self._failed} of {len(items)} writes failed, stopping so nothing is lost: "
-                   + "; ".join(self._failures))
+        if self._failed or remaining:
+            msg = (f"{self._failed + remaining} of {len(items)} writes failed, stopping so "
+                   f"nothing is lost: {describe_failures(self._failures, items)}")
+            if remaining:
+                msg += f"; {remaining} not confirmed within {self._flush_timeout_s:.0f} s"
             raise DeliveryError(msg)
         for topic, n in Tally(record[0] for record in items).items():
             metrics.PRODUCED.labels(topic).inc(n)

@@ -36,11 +36,15 @@ def list_partitions(settings: Settings, topic: str) -> list[int]:
         msg = f"cannot read metadata of topic {topic!r} from {settings.bootstrap_servers}: {exc}"
         raise SourceError(msg) from exc
     info = metadata.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
-        reason = info.error.str() if info is not None and info.error else "it does not exist"
-        msg = f"topic {topic!r} on {settings.bootstrap_servers} cannot be read: {reason}"
-        raise SourceError(msg)
-    return sorted(info.partitions)
+    if info is None or (info.error is not None
+                        and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+        reason = "it does not exist"
+    elif info.error is not None or not info.partitions:
+        reason = info.error.str() if info.error is not None else "it has no partitions"
+    else:
+        return sorted(info.partitions)
+    msg = f"topic {topic!r} on {settings.bootstrap_servers} cannot be read: {reason}"
+    raise SourceError(msg)
 
 
 class _Partition(StatefulSourcePartition[KafkaRecord, int]):

@@ -1,6 +1,7 @@
 """`python -m dataflow run`: N local Bytewax processes forming one cluster.
 
-Each process is ``python -m bytewax.run dataflow.flow -i K -a ADDRS [-w W]``
+Each process is ``python -m dataflow.worker dataflow.flow -i K -a ADDRS [-w W]``
+(``bytewax.run`` with clean endings, see ``dataflow.worker``)
 with the same environment. Ctrl-C or SIGTERM is forwarded to every process;
 when one process fails the others are stopped and its exit code is returned.
 """
@@ -76,7 +77,7 @@ def ensure_recovery_partitions(directory: Path, count: int) -> None:
 def process_commands(args: argparse.Namespace) -> list[list[str]]:
     """The bytewax.run command line of each process."""
     addresses = ";".join(f"127.0.0.1:{args.base_port + i}" for i in range(args.processes))
-    base = [sys.executable, "-m", "bytewax.run", "dataflow.flow",
+    base = [sys.executable, "-m", "dataflow.worker", "dataflow.flow",
             "-w", str(args.workers_per_process)]
     if args.recovery_directory is not None:
         base += ["-r", str(args.recovery_directory), "-s", str(args.snapshot_interval),

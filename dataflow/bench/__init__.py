@@ -1,0 +1,90 @@
+"""`python -m dataflow bench`: throughput against a plain-loop ceiling, latency, memory.
+
+Everything is measured in one script run against the broker at
+KAFKA_BOOTSTRAP_SERVERS (start one with `python -m dataflow kafka start`), so
+speeds are compared as ratios to a ceiling measured minutes apart on the same
+machine. Each case runs in its own processes; the median of the repetitions
+is quoted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dataflow.bench.cases import Run, Topics, preload, run_ceiling, run_pipeline
+from dataflow.bench.latency import run_latency
+from dataflow.bench.report import machine, table, write_json
+from dataflow.errors import PipelineError
+from dataflow.kafka_source import list_partitions
+from dataflow.settings import Settings
+
+CEILING = "ceiling: plain consume -> produce loop"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dataflow bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000, help="records to preload")
+    parser.add_argument("--partitions", type=int, default=8, help="input partitions")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each throughput case")
+    parser.add_argument("--latency-rate", type=int, default=5000, help="events/s, latency case")
+    parser.add_argument("--latency-seconds", type=float, default=20.0,
+                        help="measured seconds of the latency case (after a warm-up)")
+    parser.add_argument("--quick", action="store_true",
+                        help="100,000 records, 1 run each, 5 s of latency: under a minute")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/out/latest.json"),
+                        help="where to write the JSON results")
+    return parser
+
+
+def _check_broker(settings: Settings) -> None:
+    try:
+        list_partitions(settings, "__bench_probe__")
+    except PipelineError as exc:
+        if "does not exist" not in str(exc):
+            msg = (f"no Kafka at {settings.bootstrap_servers} ({exc}); start the local "
+                   "broker with `python -m dataflow kafka start`")
+            raise PipelineError(msg) from exc
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.records, args.repeat, args.latency_seconds = 100_000, 1, 5.0
+    try:
+        settings = Settings.from_env(os.environ)
+        _check_broker(settings)
+    except PipelineError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    topics = Topics(settings)
+    results: dict[str, list[Run]] = {}
+    try:
+        source = topics.make("in", args.partitions)
+        print(f"preloading {args.records:,} records over {args.partitions} partitions ...",
+              file=sys.stderr)
+        preload(settings, source, args.records, args.partitions)
+        cases = [(CEILING, lambda: run_ceiling(settings, topics, source, args.partitions)),
+                 ("dataflow, 1 process", lambda: run_pipeline(settings, topics, source,
+                                                              args.partitions, 1)),
+                 ("dataflow, 2 processes", lambda: run_pipeline(settings, topics, source,
+                                                                args.partitions, 2))]
+        for repeat in range(args.repeat):
+            for name, case in cases:  # interleaved, so drift on a shared machine hits all
+                run = case()
+                results.setdefault(name, []).append(run)
+                print(f"run {repeat + 1}: {name}: {run.rate:,.0f} records/s", file=sys.stderr)
+        name = f"latency at {args.latency_rate:,} events/s, 1 process"
+        results[name] = [run_latency(settings, topics, args.partitions, args.latency_rate,
+                                     args.latency_seconds)]
+    finally:
+        topics.delete_all()
+    print(f"\nMachine: {machine()}; broker on the same machine; "
+          f"{args.records:,} records, {args.partitions} partitions, {args.repeat} run(s) each.\n")
+    print(table(results, CEILING))
+    write_json(args.json, results, vars(args) | {"json": str(args.json)})
+    print(f"\nJSON: {args.json}")
+    return 0

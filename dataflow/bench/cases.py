@@ -1,0 +1,129 @@
+"""Benchmark cases: preload, ceiling, the dataflow on N processes, end-to-end latency."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from dataflow.generator.events import Shares
+from dataflow.generator.producing import GeneratorOptions, run_generator
+from dataflow.kafka_config import admin_config
+from dataflow.metrics import accounting_holds
+from dataflow.settings import Settings
+
+# About 5% bad records and some filtered locales, like real traffic on a bad day.
+MIX = Shares(missing_field=0.02, wrong_type=0.015, malformed=0.015, excluded_locale=0.03)
+EXCLUDED = "RU"
+
+
+@dataclass
+class Run:
+    """One measured run of one case."""
+
+    records: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: list[float]
+    accounting: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+class Topics:
+    """uuid-named topics for one benchmark, deleted at the end."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._admin = AdminClient(admin_config(settings))
+        self.made: list[str] = []
+
+    def make(self, kind: str, partitions: int) -> str:
+        name = f"bench-{kind}-{uuid.uuid4().hex[:10]}"
+        self._admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+        self.made.append(name)
+        return name
+
+    def delete_all(self) -> None:
+        if self.made:
+            for future in self._admin.delete_topics(self.made).values():
+                future.result(30)
+
+
+def preload(settings: Settings, topic: str, records: int, partitions: int) -> None:
+    """Fill ``topic`` with the benchmark mix at full speed (the project's generator)."""
+    options = GeneratorOptions(rate=0, count=records, seed=7, partitions=partitions,
+                               shares=MIX, topic=topic, progress_seconds=3600)
+    summary = run_generator(settings, options)
+    if summary.failed:
+        msg = f"preload failed: {summary.first_error}"
+        raise RuntimeError(msg)
+
+
+def run_ceiling(settings: Settings, topics: Topics, source: str, partitions: int) -> Run:
+    target = topics.make("ceiling", partitions)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "dataflow.bench.ceiling", source, target],
+                          env=_env(settings), capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - started
+    out = json.loads(done.stdout)
+    return Run(out["records"], seconds, out["cpu_seconds"], [out["peak_rss_mb"]],
+               accounting=out["failed"] == 0, extra={"loop_seconds": out["seconds"]})
+
+
+def job_env(settings: Settings, topics: Topics, source: str, partitions: int,
+            summaries: Path, stop_at_end: bool) -> dict[str, str]:
+    names = {kind: topics.make(kind, partitions if kind == "out" else 1)
+             for kind in ("out", "dlq", "counts", "late")}
+    return {**_env(settings), "INPUT_TOPIC": source, "OUTPUT_TOPIC": names["out"],
+            "DLQ_TOPIC": names["dlq"], "COUNTS_TOPIC": names["counts"],
+            "LATE_TOPIC": names["late"], "EXCLUDED_LOCALES": EXCLUDED,
+            "STOP_AT_END": "true" if stop_at_end else "false",
+            "RUN_SUMMARY_DIR": str(summaries), "LOG_LEVEL": "warning"}
+
+
+def run_pipeline(settings: Settings, topics: Topics, source: str, partitions: int,
+                 processes: int) -> Run:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = job_env(settings, topics, source, partitions, Path(tmp), stop_at_end=True)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "dataflow", "run", "--processes", str(processes),
+                        "--base-port", str(free_port())], env=env, check=True)
+        seconds = time.perf_counter() - started
+        summaries = [json.loads(p.read_text()) for p in Path(tmp).glob("*.json")]
+    total = sum_summaries(summaries)
+    return Run(total["consumed"], seconds, sum(s["cpu_seconds"] for s in summaries),
+               [s["peak_rss_mb"] for s in summaries], accounting=accounting_holds(total))
+
+
+def sum_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {"consumed": 0, "processed": 0, "filtered": {}, "dead_lettered": {}}
+    for s in summaries:
+        total["consumed"] += s["consumed"]
+        total["processed"] += s["processed"]
+        for key in ("filtered", "dead_lettered"):
+            for reason, n in s[key].items():
+                total[key][reason] = total[key].get(reason, 0) + n
+    return total
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

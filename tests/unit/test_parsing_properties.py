@@ -106,8 +106,9 @@ def test_arbitrary_bytes_never_raise(value: bytes | None) -> None:
 def test_arbitrary_json_never_raises(document: Any, ascii_only: bool) -> None:
     """Any JSON document (nested, huge numbers, NaN, surrogates) parses to a known outcome."""
     result = check_outcome(encode(document, ascii_only))
-    if not isinstance(document, dict):
+    if not isinstance(document, dict):  # NaN or a lone surrogate inside make it malformed
         assert isinstance(result, Rejected)
+        assert result.reason in ("not_an_object", "malformed_json", "invalid_utf8"), result
 
 
 @PROFILE
@@ -171,3 +172,10 @@ def test_cases_the_properties_found_are_invalid_values(changes: dict[str, Any],
     result = check_outcome(login_bytes(**changes))
     assert isinstance(result, Rejected)
     assert (result.reason, result.detail) == ("invalid_value", detail)
+
+
+def test_json_null_document_is_not_an_object() -> None:
+    """The document `null` is not an object (it used to be reported as a missing field)."""
+    result = check_outcome(b"null")
+    assert isinstance(result, Rejected)
+    assert (result.reason, result.detail) == ("not_an_object", "Expected `object`, got `null`")

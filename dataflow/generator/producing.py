@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -85,7 +86,8 @@ class GeneratorSummary:
 
 def ensure_topic(settings: Settings, topic: str, partitions: int) -> bool:
     """Create ``topic`` with ``partitions`` if missing; True when it was created."""
-    admin = AdminClient(admin_config(settings))
+    # log_level 4: no informational lines from this short-lived client on the terminal
+    admin = AdminClient({**admin_config(settings), "log_level": 4})
     try:
         existing = admin.list_topics(timeout=ADMIN_TIMEOUT_SECONDS).topics
     except KafkaException as exc:
@@ -119,13 +121,15 @@ class _Deliveries:
             self._summary.first_error = str(err)
 
 
-def _send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+def _send_again(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    """Retry a produce refused with BufferError (local queue full) until it is taken."""
     while True:
+        producer.poll(0.05)  # serve delivery callbacks, which frees room in the queue
         try:
             producer.produce(topic, value, key)
             return
-        except BufferError:  # local queue full: let deliveries drain, then retry
-            producer.poll(0.05)
+        except BufferError:
+            continue
 
 
 class _Progress:
@@ -168,9 +172,12 @@ def _loop(producer: Producer, events: Iterator[tuple[bytes, bytes, str]], topic:
         if not due:
             producer.poll(max(wait, 0.0))
             continue
-        for _ in range(due):
-            key, value, kind = next(events)
-            _send(producer, topic, key, value)
+        produce = producer.produce
+        for key, value, kind in islice(events, due):
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                _send_again(producer, topic, key, value)
             by_kind[kind] += 1
         produced += due
         producer.poll(0)

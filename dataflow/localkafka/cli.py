@@ -137,11 +137,12 @@ def _stop(args: argparse.Namespace) -> int:
     layout = effective_layout(args.dir.resolve(), None, None)
     kafka = LocalKafka(args.dir, layout.port, layout.brokers, stop_timeout=args.timeout)
     stopped = kafka.stop(args.node)
-    what = f"node {args.node}" if args.node is not None else "broker"
+    what = f"node {args.node}" if args.node is not None else "the broker"
     if not stopped:
-        print(f"no {what} running in {kafka.state_dir}")
+        print(f"{what} was not running in {kafka.state_dir}" if args.node is not None
+              else f"no broker running in {kafka.state_dir}")
     elif args.node is not None or layout.brokers == 1:
-        print(f"stopped the {what} at {layout.node_bootstrap(stopped[0])}")
+        print(f"stopped {what} at {layout.node_bootstrap(stopped[0])}")
     else:
         print(f"stopped node(s) {', '.join(map(str, stopped))} of {kafka.bootstrap}")
     return EXIT_OK

@@ -1,0 +1,100 @@
+"""Fixtures shared by every test: the Kafka broker of the session and fresh topics.
+
+Nothing here starts a broker until a test asks for ``kafka_bootstrap`` (or a
+fixture built on it), so unit tests never need Java. With
+``KAFKA_BOOTSTRAP_SERVERS`` set, tests use that cluster and start nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from dataflow.localkafka import LocalKafka
+from dataflow.localkafka.errors import LocalKafkaFailure
+
+TEST_PORT = 39092
+TEST_DIR = ".local-kafka-test"
+TOPIC_TIMEOUT_S = 30.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration as `integration`."""
+    integration = config.rootpath / "tests" / "integration"
+    for item in items:
+        if Path(item.path).is_relative_to(integration):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def local_kafka(pytestconfig: pytest.Config) -> Iterator[LocalKafka | None]:
+    """The broker this session started (port 39092, dir .local-kafka-test), None if external."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield None
+        return
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    kafka = LocalKafka(pytestconfig.rootpath / TEST_DIR, port=TEST_PORT,
+                       notify=lambda line: reporter.write_line(line) if reporter else None)
+    try:
+        kafka.start()
+    except LocalKafkaFailure as exc:
+        pytest.fail("\n".join([f"the test broker did not start: {exc}", *exc.details]),
+                    pytrace=False)
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_kafka: LocalKafka | None) -> str:
+    """bootstrap.servers of the session's broker, or $KAFKA_BOOTSTRAP_SERVERS when set."""
+    return local_kafka.bootstrap if local_kafka else os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+@pytest.fixture(scope="session")
+def admin(kafka_bootstrap: str) -> AdminClient:
+    """An admin client of the session's broker."""
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+def _wait_for_topic(admin: AdminClient, name: str, partitions: int) -> None:
+    deadline = time.monotonic() + TOPIC_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            topic = admin.list_topics(topic=name, timeout=5).topics.get(name)
+        except KafkaException:
+            topic = None
+        if (topic is not None and topic.error is None and len(topic.partitions) == partitions
+                and all(p.leader >= 0 for p in topic.partitions.values())):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"topic {name} did not appear within {TOPIC_TIMEOUT_S:.0f} s", pytrace=False)
+
+
+@pytest.fixture
+def make_topic(admin: AdminClient) -> Iterator[Callable[..., str]]:
+    """Factory of fresh uuid-named topics, ready when returned, deleted after the test."""
+    created: list[str] = []
+
+    def make(partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        name = f"test-{uuid.uuid4().hex}"
+        futures = admin.create_topics([NewTopic(name, partitions, -1, config=config or {})],
+                                      request_timeout=TOPIC_TIMEOUT_S)
+        futures[name].result(timeout=TOPIC_TIMEOUT_S)
+        created.append(name)
+        _wait_for_topic(admin, name, partitions)
+        return name
+
+    yield make
+    if created:
+        futures = admin.delete_topics(created, request_timeout=TOPIC_TIMEOUT_S)
+        for future in futures.values():
+            future.result(timeout=TOPIC_TIMEOUT_S)

@@ -138,14 +138,14 @@ def _run(args: argparse.Namespace, settings: Settings, reader: DlqReader) -> int
         for record in selected:
             print(("\n" if shown else "") + render_record(record, full=args.full))
             shown += 1
-        print(f"dlq: {shown:,} of {reader.read:,} records shown", file=sys.stderr)
+        print(f"dlq: {shown:,} shown, {reader.read:,} read", file=sys.stderr)
         return 0
     if args.command == "export":
         with ExitStack() as stack:
             out: BinaryIO = (stack.enter_context(args.output.open("wb")) if args.output
                              else sys.stdout.buffer)
             written = write_export(selected, out)
-        print(f"dlq: exported {written:,} of {reader.read:,} records", file=sys.stderr)
+        print(f"dlq: {written:,} exported, {reader.read:,} read", file=sys.stderr)
         return 0
     return _replay(args, settings, selected)
 

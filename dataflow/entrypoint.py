@@ -53,7 +53,7 @@ def _summarise(settings: Settings) -> None:
 
 def flow_from_environment() -> Dataflow:
     """Read and check everything, then build the flow; exit 2 with a clear line on failure."""
-    from dataflow.flow import build_flow
+    from dataflow.flow import build_flow, tune_garbage_collector
 
     try:
         settings = Settings.from_env(os.environ)
@@ -65,4 +65,6 @@ def flow_from_environment() -> Dataflow:
     log.info("starting", settings=settings.describe(),
              process_id=os.environ.get("BYTEWAX_PROCESS_ID", "0"))
     atexit.register(_summarise, settings)
-    return build_flow(settings)
+    flow = build_flow(settings)
+    tune_garbage_collector()
+    return flow

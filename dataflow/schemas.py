@@ -69,7 +69,7 @@ class Rejected(msgspec.Struct, frozen=True, gc=False):
     detail: str
 
 
-class ProcessedLogin(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ProcessedLogin(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """What the job writes to OUTPUT_TOPIC for every accepted, unfiltered login."""
 
     user_id: str
@@ -87,7 +87,7 @@ class ProcessedLogin(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     processed_at: str
 
 
-class WindowCount(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class WindowCount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """Logins counted in one closed window, for one value of one field."""
 
     window_start: str

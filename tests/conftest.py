@@ -35,7 +35,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def local_kafka(pytestconfig: pytest.Config) -> Iterator[LocalKafka | None]:
-    """The broker this session started (port 39092, dir .local-kafka-test), None if external."""
+    """The session's broker (port 39092, dir .local-kafka-test), None if external.
+
+    Started for the first test that needs it and stopped at the end of the session,
+    unless it was already running before (then it is reused and left running).
+    """
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield None
         return
@@ -43,14 +47,15 @@ def local_kafka(pytestconfig: pytest.Config) -> Iterator[LocalKafka | None]:
     kafka = LocalKafka(pytestconfig.rootpath / TEST_DIR, port=TEST_PORT,
                        notify=lambda line: reporter.write_line(line) if reporter else None)
     try:
-        kafka.start()
+        started = kafka.start()
     except LocalKafkaFailure as exc:
         pytest.fail("\n".join([f"the test broker did not start: {exc}", *exc.details]),
                     pytrace=False)
     try:
         yield kafka
     finally:
-        kafka.stop()
+        if started:  # a broker that was already running (started by hand) is left running
+            kafka.stop()
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,12 @@ def flow_from_environment() -> Dataflow:
     except PipelineError as exc:
         _fail(str(exc))
     log.info("starting", settings=settings.describe(),
-             process_id=os.environ.get("BYTEWAX_PROCESS_ID", "0"))
+             process_id=metrics.process_id())
+    if settings.metrics_address:
+        try:
+            log.info("metrics_endpoint", address=metrics.serve(settings.metrics_address))
+        except OSError as exc:
+            _fail(f"METRICS_ADDRESS: cannot listen on {settings.metrics_address}: {exc}")
     atexit.register(_summarise, settings)
     flow = build_flow(settings)
     tune_garbage_collector()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sys
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, start_http_server
 
 CONSUMED = Counter("login_records_consumed", "Records read from the input topic.")
 PROCESSED = Counter("login_records_processed", "Records enriched and sent to the output topic.")
@@ -73,10 +74,28 @@ def resources() -> dict[str, float]:
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}
 
 
+def process_id(argv: list[str] | None = None) -> int:
+    """This process's id in the Bytewax cluster: BYTEWAX_PROCESS_ID, else `-i` of bytewax.run."""
+    args = sys.argv[1:] if argv is None else argv
+    for flag in ("-i", "--process-id"):
+        if flag in args[:-1]:
+            value = args[args.index(flag) + 1]
+            return int(value) if value.isdigit() else 0
+    value = os.environ.get("BYTEWAX_PROCESS_ID", "")
+    return int(value) if value.isdigit() else 0
+
+
+def serve(address: str) -> str:
+    """Serve /metrics on host:port+process id; return where it listens."""
+    host, _, port = address.rpartition(":")
+    listen_port = int(port) + process_id()
+    start_http_server(listen_port, addr=host.strip("[]"))
+    return f"{host}:{listen_port}"
+
+
 def write_summary(directory: Path) -> Path:
     """Write this process's counters and resource use as JSON into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    process = os.environ.get("BYTEWAX_PROCESS_ID", "0")
-    path = directory / f"summary-process{process}-pid{os.getpid()}.json"
+    path = directory / f"summary-process{process_id()}-pid{os.getpid()}.json"
     path.write_text(json.dumps({**snapshot(), **resources()}, sort_keys=True))
     return path

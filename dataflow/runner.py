@@ -74,17 +74,20 @@ def ensure_recovery_partitions(directory: Path, count: int) -> None:
                    check=True)
 
 
-def process_commands(args: argparse.Namespace) -> list[list[str]]:
-    """The bytewax.run command line of each process."""
+def process_commands(args: argparse.Namespace) -> list[tuple[list[str], dict[str, str]]]:
+    """Command line and environment of each process (ids and addresses as bytewax env vars)."""
     addresses = ";".join(f"127.0.0.1:{args.base_port + i}" for i in range(args.processes))
-    base = [sys.executable, "-m", "dataflow.worker", "dataflow.flow",
-            "-w", str(args.workers_per_process)]
+    command = [sys.executable, "-m", "dataflow.worker", "dataflow.flow",
+               "-w", str(args.workers_per_process)]
     if args.recovery_directory is not None:
-        base += ["-r", str(args.recovery_directory), "-s", str(args.snapshot_interval),
-                 "-b", str(args.backup_interval)]
+        command += ["-r", str(args.recovery_directory), "-s", str(args.snapshot_interval),
+                    "-b", str(args.backup_interval)]
+    base_env = {k: v for k, v in os.environ.items()
+                if k not in ("BYTEWAX_PROCESS_ID", "BYTEWAX_ADDRESSES")}
     if args.processes == 1:
-        return [base]
-    return [[*base, "-i", str(i), "-a", addresses] for i in range(args.processes)]
+        return [(command, base_env)]
+    return [(command, {**base_env, "BYTEWAX_PROCESS_ID": str(i), "BYTEWAX_ADDRESSES": addresses})
+            for i in range(args.processes)]
 
 
 def _stop_all(children: list[subprocess.Popen[bytes]], sig: int = signal.SIGINT) -> None:
@@ -137,5 +140,5 @@ def main(argv: list[str]) -> int:
     except PipelineError as exc:
         print(f"login-dataflow: error: {exc}", file=sys.stderr)
         return 2
-    children = [subprocess.Popen(cmd) for cmd in process_commands(args)]
+    children = [subprocess.Popen(cmd, env=env) for cmd, env in process_commands(args)]
     return supervise(children)

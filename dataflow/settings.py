@@ -120,6 +120,16 @@ def _count_fields(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _optional_address(raw: str) -> str:
+    if not raw.strip():
+        return ""
+    host, _, port = raw.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        msg = f"{raw!r} is not host:port (e.g. 127.0.0.1:9100), or empty for off"
+        raise ValueError(msg)
+    return raw.strip()
+
+
 def _optional_path(raw: str) -> Path | None:
     return Path(raw) if raw.strip() else None
 
@@ -174,6 +184,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("RUN_SUMMARY_DIR", "run_summary_dir", "",
          "If set, each process writes its final counters as JSON here at exit.",
          _optional_path),
+    Spec("METRICS_ADDRESS", "metrics_address", "",
+         "host:port of this job's own Prometheus endpoint (process K listens on port+K); "
+         "empty: off. Bytewax's BYTEWAX_DATAFLOW_API_ENABLED endpoint binds all interfaces.",
+         _optional_address),
     Spec("LOG_LEVEL", "log_level", "info", "debug, info, warning or error.",
          _choice("debug", "info", "warning", "error")),
     Spec("LOG_FORMAT", "log_format", "auto",
@@ -223,6 +237,7 @@ class Settings:
     consumer_queue_kbytes: int = 4096
     delivery_timeout_ms: int = 120_000
     run_summary_dir: Path | None = None
+    metrics_address: str = ""
     log_level: str = "info"
     log_format: str = "auto"
     kafka_config: Mapping[str, str] = field(default_factory=dict)

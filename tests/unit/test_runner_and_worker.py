@@ -1,0 +1,75 @@
+"""The local cluster runner, the worker wrapper and the sink's failure messages."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from dataflow.errors import DeliveryError
+from dataflow.kafka_sink import describe_failures
+from dataflow.metrics import process_id
+from dataflow.runner import process_commands
+from dataflow.worker import root_pipeline_error
+
+
+def _args(**overrides: object) -> argparse.Namespace:
+    values = {"processes": 3, "workers_per_process": 2, "base_port": 4000,
+              "recovery_directory": None, "snapshot_interval": None, "backup_interval": None}
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def test_runner_gives_each_process_its_id_and_the_shared_addresses() -> None:
+    """N processes get ids 0..N-1 and one address list, through Bytewax's env vars."""
+    commands = process_commands(_args())
+    assert [env["BYTEWAX_PROCESS_ID"] for _, env in commands] == ["0", "1", "2"]
+    assert {env["BYTEWAX_ADDRESSES"] for _, env in commands} == {
+        "127.0.0.1:4000;127.0.0.1:4001;127.0.0.1:4002"}
+    assert commands[0][0][-4:] == ["dataflow.worker", "dataflow.flow", "-w", "2"]
+
+
+def test_runner_passes_recovery_flags_together() -> None:
+    """-r, -s and -b reach every process."""
+    [(command, env)] = process_commands(_args(processes=1, recovery_directory=Path("/r"),
+                                              snapshot_interval=5, backup_interval=0))
+    assert command[-6:] == ["-r", "/r", "-s", "5", "-b", "0"]
+    assert "BYTEWAX_PROCESS_ID" not in env
+
+
+def test_process_id_reads_the_flag_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`-i K` on the command line wins; else BYTEWAX_PROCESS_ID; else 0."""
+    monkeypatch.setenv("BYTEWAX_PROCESS_ID", "3")
+    assert process_id(["dataflow.flow", "-i", "2", "-a", "x"]) == 2
+    assert process_id(["dataflow.flow", "--process-id", "4"]) == 4
+    assert process_id(["dataflow.flow"]) == 3
+    monkeypatch.delenv("BYTEWAX_PROCESS_ID")
+    assert process_id(["dataflow.flow"]) == 0
+
+
+def test_worker_finds_our_error_under_bytewax_wrapping() -> None:
+    """The wrapper reports the PipelineError that caused Bytewax's runtime error."""
+    ours = DeliveryError("write to topic 'x' failed")
+    try:
+        try:
+            raise ours
+        except DeliveryError as exc:
+            raise RuntimeError("worker crashed") from exc
+    except RuntimeError as wrapped:
+        assert root_pipeline_error(wrapped) is ours
+    assert root_pipeline_error(ValueError("other")) is None
+
+
+def test_delivery_failure_names_topic_and_source_record() -> None:
+    """A failed write is reported with the source topic, partition and offset of its record."""
+    batch = [("out", b"k", b"v", [("source.topic", b"in"), ("source.partition", b"2"),
+                                  ("source.offset", b"41")], None),
+             ("dlq", None, None, [("dlq.source.topic", b"in"), ("dlq.source.partition", b"0"),
+                                  ("dlq.source.offset", b"7")], None)]
+    text = describe_failures([("out", b"k", b"v", "Broker: Message size too large"),
+                              ("dlq", None, None, "Local: Message timed out")], batch)
+    assert text == ("write to topic 'out' (source in partition 2 offset 41) failed: "
+                    "Broker: Message size too large; write to topic 'dlq' (source in partition 0 "
+                    "offset 7) failed: Local: Message timed out")

@@ -16,7 +16,7 @@ from confluent_kafka import KafkaException
 from dataflow.deadletters import REASONS
 from dataflow.dlq.export import write_export
 from dataflow.dlq.reading import DlqReader
-from dataflow.dlq.records import DeadLetter, Filters, parse_time
+from dataflow.dlq.records import DeadLetter, Filters, kafka_reason, parse_time
 from dataflow.dlq.rendering import render_record, render_summary
 from dataflow.dlq.replay import check_destination, dry_run, replay
 from dataflow.dlq.summary import summarize
@@ -180,5 +180,6 @@ def main(argv: list[str]) -> int:
                 reader.commit()
         return status
     except (PipelineError, KafkaException, OSError) as exc:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        reason = kafka_reason(exc) if isinstance(exc, KafkaException) else str(exc)
+        print(f"{PROG} {args.command}: error: {reason}", file=sys.stderr)
         return 1

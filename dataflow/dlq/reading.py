@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from dataflow.dlq.records import DeadLetter, DlqError
+from dataflow.dlq.records import DeadLetter, DlqError, kafka_reason
 from dataflow.kafka_config import consumer_config
 from dataflow.settings import Settings
 
@@ -79,7 +79,7 @@ class DlqReader:
         try:
             metadata = self._consumer.list_topics(timeout=METADATA_TIMEOUT_SECONDS)
         except KafkaException as exc:
-            msg = f"cannot read the list of topics: {exc.args[0]}"
+            msg = f"cannot read the list of topics: {kafka_reason(exc)}"
             raise DlqError(msg) from exc
         if self.topic not in metadata.topics:
             msg = f"topic {self.topic!r} does not exist"

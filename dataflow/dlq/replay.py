@@ -15,7 +15,7 @@ from typing import TextIO
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from dataflow.dlq.records import DeadLetter, DlqError
+from dataflow.dlq.records import DeadLetter, DlqError, kafka_reason
 from dataflow.dlq.summary import source_name
 from dataflow.kafka_config import admin_config, producer_config
 from dataflow.settings import Settings
@@ -52,7 +52,7 @@ def check_destination(settings: Settings, topic: str, dlq_topic: str) -> None:
         topics = AdminClient(admin_config(settings)).list_topics(
             timeout=METADATA_TIMEOUT_SECONDS).topics
     except KafkaException as exc:
-        msg = f"cannot read the list of topics: {exc.args[0]}"
+        msg = f"cannot read the list of topics: {kafka_reason(exc)}"
         raise DlqError(msg) from exc
     if topic not in topics:
         msg = f"destination topic {topic!r} does not exist"

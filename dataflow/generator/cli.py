@@ -15,7 +15,12 @@ from confluent_kafka import KafkaException
 
 from dataflow.errors import PipelineError
 from dataflow.generator.events import Shares
-from dataflow.generator.producing import GeneratorOptions, GeneratorSummary, run_generator
+from dataflow.generator.producing import (
+    GeneratorOptions,
+    GeneratorSummary,
+    kafka_reason,
+    run_generator,
+)
 from dataflow.settings import Settings, describe_settings
 
 PROG = "python -m dataflow generate"
@@ -123,7 +128,8 @@ def main(argv: list[str]) -> int:
         _install_stop(stop)
         summary = run_generator(settings, options, stop)
     except (PipelineError, KafkaException) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        reason = kafka_reason(exc) if isinstance(exc, KafkaException) else str(exc)
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted while flushing; some events may be unconfirmed",

@@ -37,6 +37,12 @@ PROGRESS_SECONDS = 5.0
 ADMIN_TIMEOUT_SECONDS = 15.0
 
 
+def kafka_reason(exc: KafkaException) -> str:
+    """The text of a KafkaException's KafkaError, without its repr wrapping."""
+    error = exc.args[0] if exc.args else None
+    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
+
+
 class TopicSetupError(PipelineError):
     """The input topic could not be found or created."""
 
@@ -91,7 +97,7 @@ def ensure_topic(settings: Settings, topic: str, partitions: int) -> bool:
     try:
         existing = admin.list_topics(timeout=ADMIN_TIMEOUT_SECONDS).topics
     except KafkaException as exc:
-        msg = f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0]}"
+        msg = f"cannot reach Kafka at {settings.bootstrap_servers}: {kafka_reason(exc)}"
         raise TopicSetupError(msg) from exc
     if topic in existing:
         return False
@@ -101,7 +107,7 @@ def ensure_topic(settings: Settings, topic: str, partitions: int) -> bool:
     except KafkaException as exc:
         if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
             return False
-        msg = f"cannot create topic {topic!r}: {exc.args[0]}"
+        msg = f"cannot create topic {topic!r}: {kafka_reason(exc)}"
         raise TopicSetupError(msg) from exc
     return True
 

@@ -22,6 +22,7 @@ from dataflow.errors import PipelineError
 from dataflow.settings import Settings, describe_settings
 
 GRACE_SECONDS = 20.0
+STAGGER_SECONDS = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,5 +141,9 @@ def main(argv: list[str]) -> int:
     except PipelineError as exc:
         print(f"login-dataflow: error: {exc}", file=sys.stderr)
         return 2
-    children = [subprocess.Popen(cmd, env=env) for cmd, env in process_commands(args)]
+    children = []
+    for index, (cmd, env) in enumerate(process_commands(args)):
+        children.append(subprocess.Popen(cmd, env=env))
+        if index == 0 and args.processes > 1:
+            time.sleep(STAGGER_SECONDS)  # let process 0 listen before the others dial it
     return supervise(children)

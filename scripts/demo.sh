@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole product on this machine, no Docker: a local Apache Kafka (KRaft), the
+# generator, the dataflow on two processes, and what comes out of it.
+#   make demo              (or: bash scripts/demo.sh, with the .venv built by `make venv`)
+# The broker keeps running afterwards (python -m dataflow kafka stop ends it).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PY:-.venv/bin/python}
+EVENTS=${EVENTS:-5000}
+export EXCLUDED_LOCALES=${EXCLUDED_LOCALES:-RU}
+export LOG_LEVEL=${LOG_LEVEL:-warning}
+summaries=$(mktemp -d)
+trap 'rm -rf "$summaries"' EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "1. Apache Kafka on 127.0.0.1:9092 (the first start downloads the jars with Maven)"
+$PY -m dataflow kafka start
+$PY -m dataflow kafka create-topics --partitions 3
+
+step "2. $EVENTS login events, some of them bad, late or from an excluded locale"
+$PY -m dataflow generate --rate 0 --count "$EVENTS" --partitions 3 \
+    --missing-field 0.01 --wrong-type 0.01 --malformed 0.01 --late 0.01 --excluded-locale 0.05
+
+step "3. The dataflow on 2 processes, stopping at the end of what is in the topic"
+STOP_AT_END=true RUN_SUMMARY_DIR="$summaries" $PY -m dataflow run --processes 2
+$PY - "$summaries" <<'PYEOF'
+import json, pathlib, sys
+total = {"consumed": 0, "processed": 0, "filtered": 0, "dead_lettered": 0}
+for path in pathlib.Path(sys.argv[1]).glob("*.json"):
+    snap = json.loads(path.read_text())
+    for key in total:
+        value = snap[key]
+        total[key] += sum(value.values()) if isinstance(value, dict) else value
+print(", ".join(f"{k}: {v}" for k, v in total.items()))
+ok = total["consumed"] == total["processed"] + total["filtered"] + total["dead_lettered"]
+print("consumed == processed + filtered + dead-lettered:", ok)
+PYEOF
+
+step "4. Processed records (processed-user-login), first 2"
+$PY -m dataflow dlq show --topic processed-user-login --limit 2
+step "5. Window counts (user-login-counts), first 4"
+$PY -m dataflow dlq show --topic user-login-counts --limit 4
+step "6. Dead letters by reason (user-login-dlq)"
+$PY -m dataflow dlq summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,3 +90,27 @@ def test_cli_creates_a_missing_topic_paces_and_summarises(
         assert len(consume_all(kafka_bootstrap, topic)) == 200
     finally:
         admin.delete_topics([topic])[topic].result(timeout=30)
+
+
+def test_sigterm_stops_an_endless_run_with_a_summary(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """Without --count the generator runs until SIGTERM, then flushes and prints its summary."""
+    topic = make_topic(partitions=3)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "INPUT_TOPIC": topic}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dataflow", "generate", "--rate", "300", "--seed", "2"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("generate: ") and " 0 failed" in first
+    sent = int(first.split()[1].replace(",", ""))
+    assert sent > 100
+    assert len(consume_all(kafka_bootstrap, topic)) == sent

@@ -182,7 +182,7 @@ class EventFactory:
         self._make = valid_event_maker(self._rng)
         self._thresholds = shares.thresholds()
         self._start_time = start_time
-        self._step = 1.0 / rate if rate > 0 else 0.0
+        self._rate = rate if rate > 0 else 0.0
         self._excluded = tuple(excluded_locales) or (DEFAULT_EXCLUDED_LOCALE,)
         self._locales = tuple(loc for loc in LOCALES if loc not in self._excluded) or LOCALES
         self._shape = time_shape or TimeShape()
@@ -201,14 +201,17 @@ class EventFactory:
 
     def _events(self) -> Iterator[tuple[bytes, bytes, str]]:
         make, locales, thresholds = self._make, self._locales, self._thresholds
-        rand, clock, start, step = self._rng.random, time.time, self._start_time, self._step
+        rand, clock, start, rate = self._rng.random, time.time, self._start_time, self._rate
         index = 0
         while True:
             kind = NORMAL
             if thresholds:
                 draw = rand()
                 kind = next((name for bound, name in thresholds if draw < bound), NORMAL)
-            timestamp = int(clock()) if start is None else int(start + index * step)
+            if start is None:
+                timestamp = int(clock())
+            else:  # index / rate, not index * (1 / rate): 3 / 3 is exactly 1
+                timestamp = int(start + index / rate) if rate else int(start)
             index += 1
             if kind == NORMAL:
                 key, value = make(timestamp, locales)

@@ -59,6 +59,10 @@ def test_timestamps_follow_start_time_and_rate() -> None:
     assert [p.timestamp for p in paced if isinstance(p, Accepted)] == [
         START + i // 4 for i in range(12)
     ]
+    thirds = [_parsed(v) for _, v, _ in EventFactory(1, Shares(), START, rate=3).take(9)]
+    assert [p.timestamp for p in thirds if isinstance(p, Accepted)] == [
+        START + i // 3 for i in range(9)
+    ]
     unpaced = [_parsed(v) for _, v, _ in EventFactory(1, Shares(), START, rate=0).take(5)]
     assert {p.timestamp for p in unpaced if isinstance(p, Accepted)} == {START}
 

@@ -77,3 +77,13 @@ def test_settings_table_lists_every_variable() -> None:
     table = describe_settings()
     assert all(spec.env in table for spec in SPECS)
     assert len(ENV_VARS) == len(SPECS)
+
+
+def test_readme_documents_every_setting_with_its_default() -> None:
+    """Each variable has a README table row showing the default the code uses."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for spec in SPECS:
+        shown = f"`{spec.default}`" if spec.default else "(empty)"
+        assert f"| `{spec.env}` | {shown} |" in readme, spec.env

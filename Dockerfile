@@ -42,4 +42,4 @@ EXPOSE 3030
 # Recovery partitions live under /data/recovery (a named volume in docker-compose.yml);
 # a fresh volume takes the directory's owner (app) from the image.
 
-CMD ["python", "-m", "bytewax.run", "dataflow.flow"]
+CMD ["python", "-m", "dataflow.worker", "dataflow.flow"]

@@ -330,7 +330,7 @@ def test_processes_start_after_kafka_and_topics_and_restart(compose: dict[str, A
         assert svc["depends_on"]["topics"] == {
             "condition": "service_completed_successfully"}, name
         assert svc["restart"] == "unless-stopped", name
-        assert svc["command"] == ["python", "-m", "bytewax.run", "dataflow.flow"], name
+        assert svc["command"] == ["python", "-m", "dataflow.worker", "dataflow.flow"], name
 
 
 def test_each_process_publishes_its_metrics_on_its_own_host_port(

@@ -79,3 +79,28 @@ def test_flow_counts_windows_exactly(workers: int) -> None:
         (nxt, "device_type", "unknown", 1),
         (nxt, "locale", "US", 1),
     ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_late_event_goes_to_the_late_topic_and_is_counted(workers: int) -> None:
+    """An event for a closed window is written to LATE_TOPIC and counted, and still processed."""
+    settings = Settings(window_seconds=60, allowed_lateness_seconds=10,
+                        count_fields=("device_type",))
+    stamps = [BASE + 1, BASE + 200, BASE + 5]  # the third belongs to a window closed by the second
+    records = [FakeRecord(login_bytes(timestamp=ts), _offset=i) for i, ts in enumerate(stamps)]
+    before = metrics.snapshot()["late"].get("device_type", 0)
+    out: list[Any] = []
+    flow = build_flow(settings, source=TestingSource(records, batch_size=1), sink=TestingSink(out))
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    late = [json.loads(r[2]) for r in out if r[0] == "user-login-late"]
+    assert late == [{"window_start": "2023-09-12T00:45:00+00:00",
+                     "window_end": "2023-09-12T00:46:00+00:00",
+                     "field": "device_type", "value": "android", "count": 1}]
+    assert metrics.snapshot()["late"]["device_type"] - before == 1
+    counts = sorted((json.loads(r[2])["window_start"], json.loads(r[2])["count"])
+                    for r in out if r[0] == "user-login-counts")
+    assert counts == [("2023-09-12T00:45:00+00:00", 1), ("2023-09-12T00:48:00+00:00", 1)]
+    assert sum(1 for r in out if r[0] == "processed-user-login") == 3

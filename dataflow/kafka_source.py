@@ -75,6 +75,12 @@ class _Partition(StatefulSourcePartition[KafkaRecord, int]):
         if good:
             self._next = good[-1].offset() + 1  # type: ignore[operator]  # set on consumed records
             metrics.CONSUMED.inc(len(good))
+        elif self._end is not None:
+            # Transaction markers and compacted gaps are never returned as messages, but
+            # the consumer's position moves past them: without this, such a partition
+            # would never reach its end offset.
+            position = self._consumer.position([TopicPartition(self._topic, self._partition)])
+            self._next = max(self._next, position[0].offset)
         if self._end is not None and self._next >= self._end:
             self._done = True
         return good

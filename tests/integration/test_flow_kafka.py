@@ -166,3 +166,24 @@ def test_mixed_topic_every_record_accounted_for_and_same_on_1_and_3_processes(
     assert sorted(results[1]["processed"]) == sorted(results[3]["processed"])
     assert results[1]["counts"] == results[3]["counts"]
 
+
+
+def test_stop_at_end_finishes_on_a_topic_ending_in_a_transaction_marker(
+    kafka_bootstrap: str, make_topic: Callable[..., str],
+    job_topics: Callable[[str], dict[str, str]], tmp_path: Path,
+) -> None:
+    """STOP_AT_END ends even when the last offset is a commit marker, not a record."""
+    from confluent_kafka import Producer
+
+    input_topic = make_topic(partitions=1)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap,
+                         "transactional.id": f"tx-{input_topic}"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(5):
+        producer.produce(input_topic, _good(i), f"user-{i}".encode())
+    producer.commit_transaction(30)
+    topics = job_topics(input_topic)
+    run_job(kafka_bootstrap, topics, 1, tmp_path)
+    assert len(consume_all(kafka_bootstrap, topics["output"])) == 5
+    assert summed(tmp_path)["consumed"] == 5

@@ -1,5 +1,6 @@
 # Developer and CI entry points. `make test` is what .ci/run runs.
 #
+#   make demo         the whole product locally: Kafka, generator, the job on 2 processes, output
 #   make test         lint, type-check and run every test (starts and stops a test broker)
 #   make lint         ruff and mypy only
 #   make kafka-start  start the local Kafka broker (KAFKA_ARGS="--brokers 3" for a cluster)
@@ -16,9 +17,10 @@ STAMP := $(VENV)/.requirements-installed
 TEST_KAFKA_DIR := .local-kafka-test
 PYTEST_ARGS ?=
 KAFKA_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: test lint venv kafka-start kafka-stop kafka-status kafka-topics clean
+.PHONY: demo bench test lint venv kafka-start kafka-stop kafka-status kafka-topics clean
 
 venv: $(STAMP)
 
@@ -38,6 +40,13 @@ test: lint
 	trap '$(PY) -m dataflow kafka stop --dir $(TEST_KAFKA_DIR)' EXIT; \
 	$(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	exit $$status
+
+demo: $(STAMP)
+	PY=$(PY) bash scripts/demo.sh
+
+# Needs a running broker (make kafka-start); BENCH_ARGS=--quick for a one-minute run.
+bench: $(STAMP)
+	$(PY) -m dataflow bench $(BENCH_ARGS)
 
 kafka-start: $(STAMP)
 	$(PY) -m dataflow kafka start $(KAFKA_ARGS)

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,13 @@ def create_topics(bootstrap: str, count: int = 1, partitions: int = 1, replicati
     return names
 
 
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Delete topics made with create_topics."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics(names, request_timeout=30).values():
+        future.result(timeout=30)
+
+
 def job_topics(make: Callable[..., str], input_topic: str, output_partitions: int = 3,
                output_config: dict[str, str] | None = None) -> dict[str, str]:
     """Fresh output, dead-letter, counts and late topics for a job reading ``input_topic``."""
@@ -131,7 +138,9 @@ class Job:
         with open(log, "ab") as out:
             process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
                                        stderr=subprocess.STDOUT)
-        return cls(process, log)
+        job = cls(process, log)
+        _STARTED.append(job)
+        return job
 
     def wait(self, timeout: float) -> int:
         """The exit code; kill the whole job and fail if it runs past ``timeout`` s."""
@@ -143,8 +152,25 @@ class Job:
             raise AssertionError(msg) from None
 
     def workers(self) -> list[int]:
-        """Pids of the bytewax.run processes the runner started (its children)."""
+        """Pids of the worker processes the runner started (its children)."""
         return children(self.process.pid)
+
+    def worker(self, index: int) -> int:
+        """Pid of worker process ``index`` (BYTEWAX_PROCESS_ID or ``-i``; 0 when alone)."""
+        for pid in self.workers():
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:  # it ended while we looked
+                continue
+            given = next((v[len(b"BYTEWAX_PROCESS_ID="):] for v in environ
+                          if v.startswith(b"BYTEWAX_PROCESS_ID=")), None)
+            if given is None:
+                given = args[args.index(b"-i") + 1] if b"-i" in args else b"0"
+            if int(given) == index:
+                return pid
+        msg = f"no worker process {index} among the runner's children"
+        raise AssertionError(msg)
 
     def kill_all(self) -> None:
         """SIGKILL the runner's workers and the runner (cleanup after a failed test)."""
@@ -158,6 +184,17 @@ class Job:
 
     def tail(self, chars: int = 3000) -> str:
         return self.text()[-chars:]
+
+
+_STARTED: list[Job] = []
+
+
+def stop_leftovers() -> None:
+    """Kill every job a test started and left running (a failed assertion mid-run)."""
+    while _STARTED:
+        job = _STARTED.pop()
+        if job.process.poll() is None:
+            job.kill_all()
 
 
 def _kill(pid: int) -> None:
@@ -190,12 +227,31 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def record_count(bootstrap: str, topic: str) -> int:
-    """Records in ``topic`` (sum of end offsets; the test topics are never compacted)."""
-    try:
-        return sum(end_offsets(bootstrap, topic).values())
-    except KafkaException:  # a broker is restarting: no answer this time
-        return 0
+class Watcher:
+    """Counts the records of some topics while a job writes them (one consumer, reused)."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-watch"})
+        self._partitions = {
+            topic: [TopicPartition(topic, p) for p in
+                    self._consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+            for topic in topics}
+
+    def ends(self, topic: str) -> dict[int, int] | None:
+        """End offset of each partition; None while no broker answers."""
+        try:
+            return {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=2)[1]
+                    for tp in self._partitions[topic]}
+        except KafkaException:
+            return None
+
+    def count(self, topic: str) -> int:
+        """Records in ``topic`` now (0 while no broker answers)."""
+        ends = self.ends(topic)
+        return sum(ends.values()) if ends else 0
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def header(msg: Message, name: str) -> bytes:
@@ -228,10 +284,3 @@ def final_counts(bootstrap: str, topic: str) -> Counter[tuple[str, str, str]]:
 def summaries_of(directory: Path) -> dict[str, int]:
     """consumed, processed, filtered and dead_lettered summed over the run's processes."""
     return summed(directory)
-
-
-def running(job: Job, every: float = 0.05) -> Iterator[float]:
-    """Seconds since start, while the job runs (for loops that watch it)."""
-    while job.process.poll() is None:
-        yield time.monotonic() - job.started
-        time.sleep(every)

@@ -33,6 +33,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+def _show(config: pytest.Config, line: str) -> None:
+    """Print a progress line on the terminal even while pytest captures output."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def local_kafka(pytestconfig: pytest.Config) -> Iterator[LocalKafka | None]:
     """The session's broker (port 39092, dir .local-kafka-test), None if external.
@@ -43,14 +53,17 @@ def local_kafka(pytestconfig: pytest.Config) -> Iterator[LocalKafka | None]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield None
         return
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
     kafka = LocalKafka(pytestconfig.rootpath / TEST_DIR, port=TEST_PORT,
-                       notify=lambda line: reporter.write_line(line) if reporter else None)
+                       notify=lambda line: _show(pytestconfig, line))
+    began = time.monotonic()
     try:
         started = kafka.start()
     except LocalKafkaFailure as exc:
         pytest.fail("\n".join([f"the test broker did not start: {exc}", *exc.details]),
                     pytrace=False)
+    if started:
+        _show(pytestconfig, f"test broker started at {kafka.bootstrap} in "
+                            f"{time.monotonic() - began:.1f} s")
     try:
         yield kafka
     finally:

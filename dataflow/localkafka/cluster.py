@@ -2,7 +2,7 @@
 
     kafka = LocalKafka(".local-kafka-test", port=39092, brokers=3)
     kafka.start()                 # formats storage and fetches jars on first use
-    kafka.stop_node(2)            # one broker fails...
+    kafka.stop_node(2)            # one broker stops (kill_node(2): it crashes)...
     kafka.start_node(2)           # ...and comes back
     kafka.stop()
 
@@ -94,8 +94,11 @@ class LocalKafka:
             self._start_nodes([node])
             return True
 
-    def stop(self, node: int | None = None) -> list[int]:
-        """Stop every node (or only ``node``); the ids that were running and were stopped."""
+    def stop(self, node: int | None = None, *, kill: bool = False) -> list[int]:
+        """Stop every node (or only ``node``); the ids that were running and were stopped.
+
+        ``kill`` sends SIGKILL at once instead of a clean SIGTERM shutdown.
+        """
         if node is not None:
             self.layout.check_node(node)
         if not self.state_dir.is_dir():
@@ -104,14 +107,18 @@ class LocalKafka:
             chosen = [self.nodes[node]] if node is not None else list(self.nodes.values())
             statuses = [(n, n.status()) for n in chosen]
             running = [(s.pid, n.dir) for n, s in statuses if s.pid is not None]
-            process.terminate(running, self.stop_timeout)
+            process.terminate(running, 0 if kill else self.stop_timeout)
             for n, _ in statuses:
                 n.pid_file.unlink(missing_ok=True)
             return [s.node for _, s in statuses if s.running]
 
     def stop_node(self, node: int) -> bool:
-        """Stop one node; False if it was not running."""
+        """Stop one node cleanly; False if it was not running."""
         return bool(self.stop(node))
+
+    def kill_node(self, node: int) -> bool:
+        """Kill one node with SIGKILL, like a crash; False if it was not running."""
+        return bool(self.stop(node, kill=True))
 
     def __enter__(self) -> LocalKafka:
         self.start()

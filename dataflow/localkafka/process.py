@@ -117,9 +117,13 @@ def _signal(pid: int, node_dir: Path, sig: signal.Signals) -> None:
 
 
 def terminate(brokers: Sequence[tuple[int, Path]], timeout: float) -> list[int]:
-    """SIGTERM each (pid, node dir) broker, wait, SIGKILL after ``timeout``; pids killed."""
-    for pid, node_dir in brokers:
-        _signal(pid, node_dir, signal.SIGTERM)
+    """SIGTERM each (pid, node dir) broker, wait, SIGKILL after ``timeout``; pids killed.
+
+    With ``timeout`` 0 the brokers get SIGKILL at once, as in a crash.
+    """
+    if timeout > 0:
+        for pid, node_dir in brokers:
+            _signal(pid, node_dir, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(is_alive(pid) for pid, _ in brokers):
         time.sleep(0.1)

@@ -135,7 +135,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalKafka]:
 
 @pytest.mark.slow
 def test_three_node_cluster_survives_one_stopped_node(cluster: LocalKafka) -> None:
-    """With node 2 stopped, acks=all writes still succeed; start_node brings it back."""
+    """With node 2 stopped, acks=all writes succeed; start_node brings it back; kill_node kills."""
     assert cluster.start() == [1, 2, 3]
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     assert set(admin.list_topics(timeout=10).brokers) == {1, 2, 3}
@@ -154,6 +154,9 @@ def test_three_node_cluster_survives_one_stopped_node(cluster: LocalKafka) -> No
     assert cluster.start_node(2) is True
     assert cluster.status().running
     assert set(admin.list_topics(timeout=10).brokers) == {1, 2, 3}
-    assert cluster.stop() == [1, 2, 3]
+
+    assert cluster.kill_node(3) is True
+    assert [n.running for n in cluster.status().nodes] == [True, True, False]
+    assert cluster.stop() == [1, 2]
     assert cluster.status().stopped
 

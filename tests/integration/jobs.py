@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,18 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.integration.test_flow_kafka import ROOT, summed
+from dataflow.localkafka import LocalKafka
+from dataflow.localkafka.layout import CONTROLLER_PORT_OFFSET
+from dataflow.transforms import iso_utc
+from tests.integration.test_flow_kafka import BAD, ROOT, summed
 from tests.kafka_io import consume_all
+from tests.records import login_bytes
 
 Message = Any  # confluent_kafka.Message
 Source = tuple[int, int]  # (partition, offset) of an input record
+BASE = 1_694_479_500  # a minute boundary
+WINDOWS = 5  # event times of login_stream spread over five 60 s windows
+PARTITIONS = 3
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -65,6 +73,29 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def free_kafka_port(brokers: int) -> int:
+    """A first client port whose client and controller ports (port + 100) are all free."""
+    for _ in range(100):
+        port = random.randrange(40_000, 60_000)
+        wanted = [*range(port, port + brokers),
+                  *range(port + CONTROLLER_PORT_OFFSET, port + CONTROLLER_PORT_OFFSET + brokers)]
+        if all(_is_free(p) for p in wanted):
+            return port
+    msg = f"no free port range for {brokers} broker(s)"
+    raise AssertionError(msg)
+
+
+@contextlib.contextmanager
+def own_kafka(state_dir: Path, brokers: int = 1) -> Iterator[LocalKafka]:
+    """A broker (or 3-node cluster) of the test's own, which it may stop; stopped at the end."""
+    kafka = LocalKafka(state_dir, port=free_kafka_port(brokers), brokers=brokers)
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
 
 
 def create_topics(bootstrap: str, count: int = 1, partitions: int = 1, replication: int = -1,
@@ -228,27 +259,38 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 class Watcher:
-    """Counts the records of some topics while a job writes them (one consumer, reused)."""
+    """Counts the records of a job's output and DLQ topics while it writes them.
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    ``mark()`` after each run records the end offsets, so ``read_outputs`` can
+    tell which run wrote each record.
+    """
+
+    def __init__(self, bootstrap: str, topics: dict[str, str]) -> None:
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-watch"})
         self._partitions = {
-            topic: [TopicPartition(topic, p) for p in
-                    self._consumer.list_topics(topic, timeout=10).topics[topic].partitions]
-            for topic in topics}
+            role: [TopicPartition(topics[role], p) for p in self._consumer.list_topics(
+                topics[role], timeout=10).topics[topics[role]].partitions]
+            for role in ("output", "dlq")}
+        self.marks: dict[str, list[dict[int, int]]] = {role: [] for role in self._partitions}
 
-    def ends(self, topic: str) -> dict[int, int] | None:
-        """End offset of each partition; None while no broker answers."""
+    def ends(self, role: str) -> dict[int, int] | None:
+        """End offset of each partition of the output or DLQ topic; None if no broker answers."""
         try:
             return {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=2)[1]
-                    for tp in self._partitions[topic]}
+                    for tp in self._partitions[role]}
         except KafkaException:
             return None
 
-    def count(self, topic: str) -> int:
-        """Records in ``topic`` now (0 while no broker answers)."""
-        ends = self.ends(topic)
-        return sum(ends.values()) if ends else 0
+    def count(self) -> int:
+        """Records in the output and DLQ topics now (0 while no broker answers)."""
+        ends = [self.ends(role) for role in self._partitions]
+        return sum(sum(e.values()) for e in ends if e)
+
+    def mark(self) -> int:
+        """Record the end offsets after a run (waiting for a broker); the records so far."""
+        for role, marks in self.marks.items():
+            marks.append(wait_for(lambda r=role: self.ends(r), 60, f"end offsets of {role}"))
+        return sum(sum(marks[-1].values()) for marks in self.marks.values())
 
     def close(self) -> None:
         self._consumer.close()
@@ -284,3 +326,84 @@ def final_counts(bootstrap: str, topic: str) -> Counter[tuple[str, str, str]]:
 def summaries_of(directory: Path) -> dict[str, int]:
     """consumed, processed, filtered and dead_lettered summed over the run's processes."""
     return summed(directory)
+
+
+@dataclass
+class Expected:
+    """What each input record must become."""
+
+    good: set[Source] = field(default_factory=set)
+    bad: dict[Source, tuple[bytes, bytes | None, str]] = field(default_factory=dict)
+    filtered: set[Source] = field(default_factory=set)
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+    @property
+    def written(self) -> int:
+        return len(self.good) + len(self.bad)
+
+
+def login_stream(n: int) -> tuple[list[tuple[bytes, bytes | None, int]], Expected]:
+    """n records round-robin over 3 partitions: mostly good, 1 in 41 bad, 1 in 29 filtered."""
+    records: list[tuple[bytes, bytes | None, int]] = []
+    expect = Expected()
+    for i in range(n):
+        where = (i % PARTITIONS, i // PARTITIONS)
+        key = f"user-{i % 1000}".encode()
+        if i % 41 == 7:
+            value, reason = BAD[i % len(BAD)]
+            expect.bad[where] = (key, value, reason)
+        elif i % 29 == 3:
+            value = login_bytes(user_id=key.decode(), locale="BY", timestamp=BASE)
+            expect.filtered.add(where)
+        else:
+            timestamp = BASE + (i * 7919) % (60 * WINDOWS)
+            device = ("android", "iOS", None)[(i // 3) % 3]
+            locale = ("US", "de", "fr", "PT")[i % 4]
+            value = login_bytes(user_id=key.decode(), timestamp=timestamp,
+                                device_type=device, locale=locale)
+            expect.good.add(where)
+            start = iso_utc(timestamp - timestamp % 60)
+            expect.counts[(start, "device_type", (device or "unknown").lower())] += 1
+            expect.counts[(start, "locale", locale.upper())] += 1
+        records.append((key, value, where[0]))
+    return records, expect
+
+
+@dataclass
+class Outputs:
+    """Everything the runs wrote, each record tagged with the run that wrote it."""
+
+    processed: list[tuple[Source, int]]
+    dead: list[tuple[Source, int, Message]]
+
+    def sources(self) -> list[tuple[Source, int]]:
+        return self.processed + [(src, run) for src, run, _ in self.dead]
+
+
+def run_of(msg: Message, marks: list[dict[int, int]]) -> int:
+    """Index of the run that wrote ``msg``: the first whose end offsets are past it."""
+    return next(k for k, ends in enumerate(marks) if msg.offset() < ends[msg.partition()])
+
+
+def read_outputs(bootstrap: str, topics: dict[str, str],
+                 marks: dict[str, list[dict[int, int]]]) -> Outputs:
+    """The output and DLQ records, each tagged with its run (from ``Watcher.marks``)."""
+    processed = consume_all(bootstrap, topics["output"])
+    dead = consume_all(bootstrap, topics["dlq"])
+    return Outputs(
+        [(src, run_of(m, marks["output"]))
+         for src, m in zip(processed_sources(processed), processed, strict=True)],
+        [(src, run_of(m, marks["dlq"]), m)
+         for src, m in zip(dead_sources(dead), dead, strict=True)],
+    )
+
+
+def check_nothing_lost(out: Outputs, expect: Expected, input_topic: str) -> None:
+    """Good records processed, bad ones dead-lettered byte-exact, filtered ones nowhere."""
+    assert {src for src, _ in out.processed} == expect.good
+    assert {src for src, _, _ in out.dead} == set(expect.bad)
+    for src, _, msg in out.dead:
+        key, value, reason = expect.bad[src]
+        assert (msg.key(), msg.value()) == (key, value)
+        assert header(msg, "dlq.reason") == reason.encode()
+        assert header(msg, "dlq.source.topic") == input_topic.encode()

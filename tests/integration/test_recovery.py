@@ -15,38 +15,33 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from dataflow.transforms import iso_utc
 from tests.integration.jobs import (
+    PARTITIONS,
+    Expected,
     Job,
-    Source,
+    Outputs,
     Watcher,
+    check_nothing_lost,
     create_topics,
-    dead_sources,
     delete_topics,
     final_counts,
-    header,
     job_env,
     job_topics,
-    processed_sources,
+    login_stream,
+    read_outputs,
     stop_leftovers,
     summaries_of,
     wait_for,
 )
-from tests.integration.test_flow_kafka import BAD
-from tests.kafka_io import Message, consume_all, produce_all
-from tests.records import login_bytes
+from tests.kafka_io import produce_all
 
 pytestmark = pytest.mark.slow
 
-BASE = 1_694_479_500  # a minute boundary
-WINDOWS = 5  # event times spread over five 60 s windows
 RECORDS = 60_000
-PARTITIONS = 3
 BATCH = "5"  # small source batches: the run takes seconds, so a kill lands mid-stream
 KILLS = (0.2, 0.6)  # kill a worker when the output holds this share of the expected records
 SNAPSHOT_S = 1
@@ -55,47 +50,6 @@ SNAPSHOT_S = 1
 # at most what the job wrote in the REPLAY_BOUND_S before the kill plus what it
 # wrote between the kill and its stop.
 REPLAY_BOUND_S = 3 * SNAPSHOT_S
-
-
-@dataclass
-class Expected:
-    """What each input record must become."""
-
-    good: set[Source] = field(default_factory=set)
-    bad: dict[Source, tuple[bytes, bytes | None, str]] = field(default_factory=dict)
-    filtered: set[Source] = field(default_factory=set)
-    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-
-    @property
-    def written(self) -> int:
-        return len(self.good) + len(self.bad)
-
-
-def login_stream(n: int) -> tuple[list[tuple[bytes, bytes | None, int]], Expected]:
-    """n records round-robin over 3 partitions: mostly good, 1 in 41 bad, 1 in 29 filtered."""
-    records: list[tuple[bytes, bytes | None, int]] = []
-    expect = Expected()
-    for i in range(n):
-        where = (i % PARTITIONS, i // PARTITIONS)
-        key = f"user-{i % 1000}".encode()
-        if i % 41 == 7:
-            value, reason = BAD[i % len(BAD)]
-            expect.bad[where] = (key, value, reason)
-        elif i % 29 == 3:
-            value = login_bytes(user_id=key.decode(), locale="BY", timestamp=BASE)
-            expect.filtered.add(where)
-        else:
-            timestamp = BASE + (i * 7919) % (60 * WINDOWS)
-            device = ("android", "iOS", None)[(i // 3) % 3]
-            locale = ("US", "de", "fr", "PT")[i % 4]
-            value = login_bytes(user_id=key.decode(), timestamp=timestamp,
-                                device_type=device, locale=locale)
-            expect.good.add(where)
-            start = iso_utc(timestamp - timestamp % 60)
-            expect.counts[(start, "device_type", (device or "unknown").lower())] += 1
-            expect.counts[(start, "locale", locale.upper())] += 1
-        records.append((key, value, where[0]))
-    return records, expect
 
 
 @pytest.fixture(scope="module")
@@ -112,45 +66,6 @@ def loaded_input(kafka_bootstrap: str) -> Iterator[tuple[str, Expected]]:
 def _no_leftover_jobs() -> Iterator[None]:
     yield
     stop_leftovers()
-
-
-@dataclass
-class Outputs:
-    """Everything the runs wrote, each record tagged with the run that wrote it."""
-
-    processed: list[tuple[Source, int]]
-    dead: list[tuple[Source, int, Message]]
-
-    def sources(self) -> list[tuple[Source, int]]:
-        return self.processed + [(src, run) for src, run, _ in self.dead]
-
-
-def run_of(msg: Message, marks: list[dict[int, int]]) -> int:
-    """Index of the run that wrote ``msg``: the first whose end offsets are past it."""
-    return next(k for k, ends in enumerate(marks) if msg.offset() < ends[msg.partition()])
-
-
-def read_outputs(bootstrap: str, topics: dict[str, str],
-                 marks: dict[str, list[dict[int, int]]]) -> Outputs:
-    processed = consume_all(bootstrap, topics["output"])
-    dead = consume_all(bootstrap, topics["dlq"])
-    return Outputs(
-        [(src, run_of(m, marks["output"]))
-         for src, m in zip(processed_sources(processed), processed, strict=True)],
-        [(src, run_of(m, marks["dlq"]), m)
-         for src, m in zip(dead_sources(dead), dead, strict=True)],
-    )
-
-
-def check_nothing_lost(out: Outputs, expect: Expected, input_topic: str) -> None:
-    """Good records processed, bad ones dead-lettered byte-exact, filtered ones nowhere."""
-    assert {src for src, _ in out.processed} == expect.good
-    assert {src for src, _, _ in out.dead} == set(expect.bad)
-    for src, _, msg in out.dead:
-        key, value, reason = expect.bad[src]
-        assert (msg.key(), msg.value()) == (key, value)
-        assert header(msg, "dlq.reason") == reason.encode()
-        assert header(msg, "dlq.source.topic") == input_topic.encode()
 
 
 def replayed(out: Outputs, run: int) -> dict[int, tuple[int, int, int]]:
@@ -200,13 +115,12 @@ def count_at(series: Series, moment: float) -> int:
     return max((count for when, count in series if when <= moment), default=0)
 
 
-def kill_worker_at(job: Job, watcher: Watcher, topics: dict[str, str], target: int,
-                   victim: int, series: Series) -> float:
+def kill_worker_at(job: Job, watcher: Watcher, target: int, victim: int,
+                   series: Series) -> float:
     """SIGKILL worker process ``victim`` once output + DLQ hold ``target`` records."""
     def reached() -> bool:
         assert job.process.poll() is None, f"the job ended before the kill:\n{job.tail()}"
-        series.append((time.monotonic(), watcher.count(topics["output"])
-                       + watcher.count(topics["dlq"])))
+        series.append((time.monotonic(), watcher.count()))
         return series[-1][1] >= target and len(job.workers()) == 2
 
     wait_for(reached, 120, f"{target} records in the output", every=0.02)
@@ -222,31 +136,27 @@ def test_worker_killed_twice_mid_stream_resumes_with_nothing_lost(
     input_topic, expect = loaded_input
     topics = job_topics(make_topic, input_topic)
     env = job_env(kafka_bootstrap, topics, tmp_path / "summaries", SOURCE_BATCH_SIZE=BATCH)
-    watcher = Watcher(kafka_bootstrap, [topics["output"], topics["dlq"]])
-    marks: dict[str, list[dict[int, int]]] = {"output": [], "dlq": []}
+    watcher = Watcher(kafka_bootstrap, topics)
     series: Series = []
     bounds = []
     try:
         for n, share in enumerate(KILLS):
             job = Job.start(env, tmp_path / "job.log", processes=2, recovery=tmp_path / "rec",
                             snapshot_s=SNAPSHOT_S)
-            killed_at = kill_worker_at(job, watcher, topics, int(share * expect.written),
-                                       victim=n % 2, series=series)
+            killed_at = kill_worker_at(job, watcher, int(share * expect.written), victim=n % 2,
+                                       series=series)
             assert job.wait(60) != 0, job.tail()
-            for name in marks:
-                marks[name].append(watcher.ends(topics[name]) or {})
-            stopped = sum(marks["output"][-1].values()) + sum(marks["dlq"][-1].values())
+            stopped = watcher.mark()
             series.append((time.monotonic(), stopped))
             bounds.append(stopped - count_at(series, killed_at - REPLAY_BOUND_S))
         job = Job.start(env, tmp_path / "job.log", processes=2, recovery=tmp_path / "rec",
-                            snapshot_s=SNAPSHOT_S)
+                        snapshot_s=SNAPSHOT_S)
         assert job.wait(120) == 0, job.tail()
-        for name in marks:
-            marks[name].append(watcher.ends(topics[name]) or {})
+        watcher.mark()
     finally:
         watcher.close()
 
-    out = read_outputs(kafka_bootstrap, topics, marks)
+    out = read_outputs(kafka_bootstrap, topics, watcher.marks)
     check_nothing_lost(out, expect, input_topic)
     duplicates = check_replays(out, runs=len(KILLS) + 1)
     assert len(out.sources()) == expect.written + sum(duplicates)
@@ -262,24 +172,21 @@ def test_restart_without_recovery_reprocesses_everything_and_loses_nothing(
     """Without -r a restart reads from STARTING_OFFSET=earliest: all again, none lost."""
     input_topic, expect = loaded_input
     topics = job_topics(make_topic, input_topic)
-    watcher = Watcher(kafka_bootstrap, [topics["output"], topics["dlq"]])
-    marks: dict[str, list[dict[int, int]]] = {"output": [], "dlq": []}
+    watcher = Watcher(kafka_bootstrap, topics)
     try:
         env = job_env(kafka_bootstrap, topics, tmp_path / "run1", SOURCE_BATCH_SIZE="50")
         job = Job.start(env, tmp_path / "job.log", processes=2)
-        kill_worker_at(job, watcher, topics, int(0.3 * expect.written), victim=0, series=[])
+        kill_worker_at(job, watcher, int(0.3 * expect.written), victim=0, series=[])
         assert job.wait(60) != 0, job.tail()
-        for name in marks:
-            marks[name].append(watcher.ends(topics[name]) or {})
+        watcher.mark()
         env = job_env(kafka_bootstrap, topics, tmp_path / "run2", STARTING_OFFSET="earliest")
         job = Job.start(env, tmp_path / "job.log", processes=2)
         assert job.wait(120) == 0, job.tail()
-        for name in marks:
-            marks[name].append(watcher.ends(topics[name]) or {})
+        watcher.mark()
     finally:
         watcher.close()
 
-    out = read_outputs(kafka_bootstrap, topics, marks)
+    out = read_outputs(kafka_bootstrap, topics, watcher.marks)
     check_nothing_lost(out, expect, input_topic)
     first = [src for src, run in out.sources() if run == 0]
     second = [src for src, run in out.sources() if run == 1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,18 +16,27 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from dataflow.localkafka import LocalKafka
 from tests.integration.jobs import (
     Job,
+    Watcher,
+    check_nothing_lost,
+    create_topics,
     dead_sources,
     job_env,
     job_topics,
+    login_stream,
+    own_kafka,
     processed_sources,
+    read_outputs,
     stop_leftovers,
+    wait_for,
 )
 from tests.integration.test_flow_kafka import BAD
 from tests.kafka_io import consume_all, produce_all
 from tests.records import login_bytes
 
+DELIVERY_TIMEOUT_MS = 5000
 SMALL = "200"  # bytes: less than one processed record, so the broker refuses every one
 BAD_FIRST = 3  # the first good record is at offset 3: the error must name the source offset
 
@@ -72,3 +83,55 @@ def test_record_too_large_stops_the_job_then_recovery_after_the_fix_loses_nothin
     assert sorted(processed) == [(0, o) for o in range(BAD_FIRST, len(records))]
     assert set(dead_sources(consume_all(kafka_bootstrap, topics["dlq"]))) == {
         (0, o) for o in range(BAD_FIRST)}
+
+
+@pytest.fixture(scope="module")
+def lone_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A single broker of this module's own, which its test stops and starts again."""
+    with own_kafka(tmp_path_factory.mktemp("kafka-delivery")) as kafka:
+        yield kafka
+
+
+@pytest.mark.slow
+def test_broker_gone_past_delivery_timeout_stops_the_job_with_a_clear_error(
+    lone_kafka: LocalKafka, tmp_path: Path,
+) -> None:
+    """Broker down past DELIVERY_TIMEOUT_MS: exit 1, 'Message timed out'; after it: none lost."""
+    bootstrap = lone_kafka.bootstrap
+    records, expect = login_stream(30_000)
+    input_topic = create_topics(bootstrap, partitions=3)[0]
+    produce_all(bootstrap, input_topic, records)
+
+    def make(partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        return create_topics(bootstrap, partitions=partitions, config=config)[0]
+
+    topics = job_topics(make, input_topic)
+    env = job_env(bootstrap, topics, tmp_path / "summaries", SOURCE_BATCH_SIZE="5",
+                  DELIVERY_TIMEOUT_MS=str(DELIVERY_TIMEOUT_MS))
+    watcher = Watcher(bootstrap, topics)
+    try:
+        job = Job.start(env, tmp_path / "job.log", recovery=tmp_path / "rec")
+
+        def under_way() -> bool:
+            assert job.process.poll() is None, job.tail()
+            return watcher.count() >= 0.2 * expect.written
+
+        wait_for(under_way, 120, "the job to write 20% of its output", every=0.02)
+        lone_kafka.stop()
+        stopped_at = time.monotonic()
+        assert job.wait(120) == 1, job.tail()
+        waited = time.monotonic() - stopped_at
+        text = job.text()
+        assert "login-dataflow: error: DeliveryError: " in text
+        assert re.search(rf"write to topic 'test-[0-9a-f]+' \(source {input_topic} partition "
+                         r"[0-2] offset [0-9]+\) failed: Local: Message timed out", text), text
+        assert waited > DELIVERY_TIMEOUT_MS / 1000 / 2  # it waited for the broker, not at once
+
+        lone_kafka.start()
+        watcher.mark()
+        job = Job.start(env, tmp_path / "job.log", recovery=tmp_path / "rec")
+        assert job.wait(120) == 0, job.tail()
+        watcher.mark()
+    finally:
+        watcher.close()
+    check_nothing_lost(read_outputs(bootstrap, topics, watcher.marks), expect, input_topic)

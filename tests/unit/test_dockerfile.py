@@ -138,7 +138,7 @@ def test_image_makes_the_recovery_directory_and_works_in_app() -> None:
 
 
 def test_default_command_runs_the_dataflow_and_exposes_the_api_port() -> None:
-    """CMD runs `python -m dataflow.worker dataflow.flow` (bytewax.run, clean exits); EXPOSE 3030."""
+    """CMD runs `python -m dataflow.worker dataflow.flow`; EXPOSE names the API port 3030."""
     assert json.loads(args_of("CMD")[-1]) == ["python", "-m", "dataflow.worker", "dataflow.flow"]
     assert "3030" in args_of("EXPOSE")
 

@@ -21,6 +21,7 @@ from types import FrameType
 from dataflow.errors import PipelineError
 from dataflow.settings import Settings, describe_settings
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 20.0
 STAGGER_SECONDS = 1.0
 
@@ -75,6 +76,15 @@ def ensure_recovery_partitions(directory: Path, count: int) -> None:
                    check=True)
 
 
+def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment, with the project importable from any working directory."""
+    env = {k: v for k, v in (environ or dict(os.environ)).items()
+           if k not in ("BYTEWAX_PROCESS_ID", "BYTEWAX_ADDRESSES")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH"))
+                                        if p)
+    return env
+
+
 def process_commands(args: argparse.Namespace) -> list[tuple[list[str], dict[str, str]]]:
     """Command line and environment of each process (ids and addresses as bytewax env vars)."""
     addresses = ";".join(f"127.0.0.1:{args.base_port + i}" for i in range(args.processes))
@@ -83,8 +93,7 @@ def process_commands(args: argparse.Namespace) -> list[tuple[list[str], dict[str
     if args.recovery_directory is not None:
         command += ["-r", str(args.recovery_directory), "-s", str(args.snapshot_interval),
                     "-b", str(args.backup_interval)]
-    base_env = {k: v for k, v in os.environ.items()
-                if k not in ("BYTEWAX_PROCESS_ID", "BYTEWAX_ADDRESSES")}
+    base_env = child_environment()
     if args.processes == 1:
         return [(command, base_env)]
     return [(command, {**base_env, "BYTEWAX_PROCESS_ID": str(i), "BYTEWAX_ADDRESSES": addresses})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from dataflow.generator.events import Shares
 from dataflow.generator.producing import GeneratorOptions, run_generator
 from dataflow.kafka_config import admin_config
 from dataflow.metrics import accounting_holds
+from dataflow.runner import child_environment
 from dataflow.settings import Settings
 
 # About 5% bad records and some filtered locales, like real traffic on a bad day.
@@ -120,7 +120,7 @@ def sum_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
+    return {**child_environment(), "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
 
 
 def free_port() -> int:

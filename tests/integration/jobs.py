@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -34,6 +35,9 @@ from tests.integration.test_flow_kafka import BAD, ROOT, summed
 from tests.kafka_io import consume_all
 from tests.records import login_bytes
 
+_QUIET = logging.getLogger("tests.watcher.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 Message = Any  # confluent_kafka.Message
 Source = tuple[int, int]  # (partition, offset) of an input record
 BASE = 1_694_479_500  # a minute boundary
@@ -266,7 +270,8 @@ class Watcher:
     """
 
     def __init__(self, bootstrap: str, topics: dict[str, str]) -> None:
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-watch"})
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-watch",
+                                   "logger": _QUIET})  # "connection refused" while it is down
         self._partitions = {
             role: [TopicPartition(topics[role], p) for p in self._consumer.list_topics(
                 topics[role], timeout=10).topics[topics[role]].partitions]

@@ -125,11 +125,11 @@ def test_single_broker_down_for_seconds_job_waits_and_resumes_exactly_once(
 ) -> None:
     """The only broker stopped for a few seconds mid-run: the job waits, then finishes, exit 0."""
     bootstrap = lone_kafka.bootstrap
-    topics, expect = loaded(bootstrap, replication=1, count=RECORDS // 2)
+    topics, expect = loaded(bootstrap, replication=1, count=RECORDS)
     env = job_env(bootstrap, topics, tmp_path / "summaries", SOURCE_BATCH_SIZE=BATCH_1)
     watcher = Watcher(bootstrap, topics)
     try:
-        job = start_under_way(env, tmp_path / "job.log", watcher, int(0.2 * expect.written))
+        job = start_under_way(env, tmp_path / "job.log", watcher, int(0.1 * expect.written))
         lone_kafka.stop()
         time.sleep(DOWN_S)  # the scenario itself: the broker stays down this long
         assert job.process.poll() is None, job.tail()  # it waits for the broker

@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from dataflow.localkafka import LocalKafka
 from dataflow.localkafka.layout import CONTROLLER_PORT_OFFSET
 from dataflow.transforms import iso_utc
-from tests.integration.test_flow_kafka import BAD, ROOT, summed
+from tests.integration.test_flow_kafka import BAD, ROOT
 from tests.kafka_io import consume_all
 from tests.records import login_bytes
 
@@ -251,17 +251,6 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """High watermark of every partition of ``topic``."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-watch"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in partitions}
-    finally:
-        consumer.close()
-
-
 class Watcher:
     """Counts the records of a job's output and DLQ topics while it writes them.
 
@@ -326,11 +315,6 @@ def final_counts(bootstrap: str, topic: str) -> Counter[tuple[str, str, str]]:
         doc = json.loads(msg.value())
         counts[(doc["window_start"], doc["field"], doc["value"])] = doc["count"]
     return counts
-
-
-def summaries_of(directory: Path) -> dict[str, int]:
-    """consumed, processed, filtered and dead_lettered summed over the run's processes."""
-    return summed(directory)
 
 
 @dataclass

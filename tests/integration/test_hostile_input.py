@@ -13,8 +13,8 @@ from tests.integration.jobs import (
     job_env,
     job_topics,
     processed_sources,
-    summaries_of,
 )
+from tests.integration.test_flow_kafka import summed
 from tests.kafka_io import consume_all, produce_all
 from tests.records import login_bytes
 
@@ -100,7 +100,7 @@ def test_hostile_corpus_is_processed_or_dead_lettered_byte_exact(
         assert header(msg, "dlq.reason") == reason.encode(), key
         assert header(msg, "dlq.source.topic") == input_topic.encode()
 
-    assert summaries_of(tmp_path / "summaries") == {
+    assert summed(tmp_path / "summaries") == {
         "consumed": len(records), "processed": len(processed), "filtered": 0,
         "dead_lettered": len(dead)}
     assert len(processed) + len(dead) == len(records)

@@ -34,9 +34,9 @@ from tests.integration.jobs import (
     login_stream,
     read_outputs,
     stop_leftovers,
-    summaries_of,
     wait_for,
 )
+from tests.integration.test_flow_kafka import summed
 from tests.kafka_io import produce_all
 
 pytestmark = pytest.mark.slow
@@ -192,7 +192,7 @@ def test_restart_without_recovery_reprocesses_everything_and_loses_nothing(
     second = [src for src, run in out.sources() if run == 1]
     assert sorted(second) == sorted(expect.good | set(expect.bad))  # all of it, once
     assert 0 < len(first) < expect.written  # the killed run had written part of it
-    assert summaries_of(tmp_path / "run2") == {
+    assert summed(tmp_path / "run2") == {
         "consumed": RECORDS, "processed": len(expect.good),
         "filtered": len(expect.filtered), "dead_lettered": len(expect.bad)}
     assert final_counts(kafka_bootstrap, topics["counts"]) == expect.counts

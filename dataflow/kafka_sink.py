@@ -83,7 +83,9 @@ class _ProducerPartition(StatelessSinkPartition[OutRecord]):
         """Produce once the local queue has room (BufferError means it is full)."""
         topic, key, value, headers, timestamp = record
         while True:
-            self._producer.poll(0.05)  # serve deliveries so the queue drains
+            # Serve deliveries so the queue drains. Successful deliveries raise no event
+            # (delivery.report.only.error), so poll() sleeps its whole timeout: keep it short.
+            self._producer.poll(0.001)
             try:
                 self._producer.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
                                        timestamp=timestamp or 0)

@@ -39,11 +39,12 @@ def copy_topic(settings: Settings, source: str, target: str) -> dict[str, Any]:
             for msg in consumer.consume(2000, 0.1):
                 if msg.error() is not None:
                     continue
-                try:
-                    producer.produce(target, msg.value(), msg.key())
-                except BufferError:
-                    producer.poll(0.05)
-                    producer.produce(target, msg.value(), msg.key())
+                while True:
+                    try:
+                        producer.produce(target, msg.value(), msg.key())
+                        break
+                    except BufferError:  # queue full; with error-only reports poll() waits
+                        producer.poll(0.001)  # its whole timeout, so keep it short
                 position[msg.partition()] = msg.offset() + 1  # type: ignore[operator]
                 copied += 1
             producer.poll(0)

@@ -82,7 +82,7 @@ def _is_free(port: int) -> bool:
 def free_kafka_port(brokers: int) -> int:
     """A first client port whose client and controller ports (port + 100) are all free."""
     for _ in range(100):
-        port = random.randrange(40_000, 60_000)
+        port = random.randrange(20_000, 32_000)  # below the ephemeral range (32768-)
         wanted = [*range(port, port + brokers),
                   *range(port + CONTROLLER_PORT_OFFSET, port + CONTROLLER_PORT_OFFSET + brokers)]
         if all(_is_free(p) for p in wanted):

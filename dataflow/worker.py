@@ -16,16 +16,24 @@ from bytewax.errors import BytewaxRuntimeError
 from dataflow.errors import PipelineError
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def root_pipeline_error(exc: BaseException) -> PipelineError | None:
     """The first PipelineError in an exception's cause/context chain, if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, PipelineError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    return next((e for e in _chain(exc) if isinstance(e, PipelineError)), None)
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether Ctrl-C/SIGINT caused this (Bytewax wraps a KeyboardInterrupt raised in a step)."""
+    return "signal received" in str(exc) or any(
+        isinstance(e, KeyboardInterrupt) for e in _chain(exc))
 
 
 def main() -> int:
@@ -35,7 +43,7 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     except BytewaxRuntimeError as exc:
-        if "signal received" in str(exc):
+        if interrupted(exc):
             return 130
         ours = root_pipeline_error(exc)
         if ours is None:

@@ -9,7 +9,6 @@ output record came from.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,19 +28,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflow.localkafka import LocalKafka
 from dataflow.localkafka.layout import CONTROLLER_PORT_OFFSET
-from dataflow.transforms import iso_utc
-from tests.integration.test_flow_kafka import BAD, ROOT
-from tests.kafka_io import consume_all
-from tests.records import login_bytes
 
 _QUIET = logging.getLogger("tests.watcher.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
-Message = Any  # confluent_kafka.Message
-Source = tuple[int, int]  # (partition, offset) of an input record
-BASE = 1_694_479_500  # a minute boundary
-WINDOWS = 5  # event times of login_stream spread over five 60 s windows
-PARTITIONS = 3
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -64,13 +54,14 @@ def free_ports(count: int) -> int:
             first = int(probe.getsockname()[1])
         if first + count > 65535:
             continue
-        if all(_is_free(port) for port in range(first, first + count)):
+        if all(is_free(port) for port in range(first, first + count)):
             return first
     msg = f"no {count} consecutive free ports found"
     raise AssertionError(msg)
 
 
-def _is_free(port: int) -> bool:
+def is_free(port: int) -> bool:
+    """Whether nothing listens on this loopback port."""
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
@@ -85,7 +76,7 @@ def free_kafka_port(brokers: int) -> int:
         port = random.randrange(20_000, 32_000)  # below the ephemeral range (32768-)
         wanted = [*range(port, port + brokers),
                   *range(port + CONTROLLER_PORT_OFFSET, port + CONTROLLER_PORT_OFFSET + brokers)]
-        if all(_is_free(p) for p in wanted):
+        if all(is_free(p) for p in wanted):
             return port
     msg = f"no free port range for {brokers} broker(s)"
     raise AssertionError(msg)
@@ -140,7 +131,7 @@ def job_topics(make: Callable[..., str], input_topic: str, output_partitions: in
 
 def job_env(bootstrap: str, topics: dict[str, str], summaries: Path,
             **overrides: str) -> dict[str, str]:
-    """The environment of a finite run (STOP_AT_END), as test_flow_kafka runs it."""
+    """The environment of a finite run (STOP_AT_END) reading and writing ``topics``."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("KAFKA_CONFIG_", "BYTEWAX_"))}
     env.update({
@@ -290,109 +281,10 @@ class Watcher:
         self._consumer.close()
 
 
-def header(msg: Message, name: str) -> bytes:
-    return dict(msg.headers() or [])[name]
-
-
-def processed_sources(messages: list[Message]) -> list[Source]:
-    """(partition, offset) of the input record behind each processed record."""
-    return [(int(header(m, "source.partition")), int(header(m, "source.offset")))
-            for m in messages]
-
-
-def dead_sources(messages: list[Message]) -> list[Source]:
-    """(partition, offset) of the input record behind each dead letter."""
-    return [(int(header(m, "dlq.source.partition")), int(header(m, "dlq.source.offset")))
-            for m in messages]
-
-
-def final_counts(bootstrap: str, topic: str) -> Counter[tuple[str, str, str]]:
-    """Window counts keyed by (window_start, field, value), the last record of a key winning."""
-    counts: Counter[tuple[str, str, str]] = Counter()
-    messages = consume_all(bootstrap, topic)
-    # Keys are partitioned, so within one key the offset order is the write order.
-    for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
-        doc = json.loads(msg.value())
-        counts[(doc["window_start"], doc["field"], doc["value"])] = doc["count"]
-    return counts
-
-
-@dataclass
-class Expected:
-    """What each input record must become."""
-
-    good: set[Source] = field(default_factory=set)
-    bad: dict[Source, tuple[bytes, bytes | None, str]] = field(default_factory=dict)
-    filtered: set[Source] = field(default_factory=set)
-    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-
-    @property
-    def written(self) -> int:
-        return len(self.good) + len(self.bad)
-
-
-def login_stream(n: int) -> tuple[list[tuple[bytes, bytes | None, int]], Expected]:
-    """n records round-robin over 3 partitions: mostly good, 1 in 41 bad, 1 in 29 filtered."""
-    records: list[tuple[bytes, bytes | None, int]] = []
-    expect = Expected()
-    for i in range(n):
-        where = (i % PARTITIONS, i // PARTITIONS)
-        key = f"user-{i % 1000}".encode()
-        if i % 41 == 7:
-            value, reason = BAD[i % len(BAD)]
-            expect.bad[where] = (key, value, reason)
-        elif i % 29 == 3:
-            value = login_bytes(user_id=key.decode(), locale="BY", timestamp=BASE)
-            expect.filtered.add(where)
-        else:
-            timestamp = BASE + (i * 7919) % (60 * WINDOWS)
-            device = ("android", "iOS", None)[(i // 3) % 3]
-            locale = ("US", "de", "fr", "PT")[i % 4]
-            value = login_bytes(user_id=key.decode(), timestamp=timestamp,
-                                device_type=device, locale=locale)
-            expect.good.add(where)
-            start = iso_utc(timestamp - timestamp % 60)
-            expect.counts[(start, "device_type", (device or "unknown").lower())] += 1
-            expect.counts[(start, "locale", locale.upper())] += 1
-        records.append((key, value, where[0]))
-    return records, expect
-
-
-@dataclass
-class Outputs:
-    """Everything the runs wrote, each record tagged with the run that wrote it."""
-
-    processed: list[tuple[Source, int]]
-    dead: list[tuple[Source, int, Message]]
-
-    def sources(self) -> list[tuple[Source, int]]:
-        return self.processed + [(src, run) for src, run, _ in self.dead]
-
-
-def run_of(msg: Message, marks: list[dict[int, int]]) -> int:
-    """Index of the run that wrote ``msg``: the first whose end offsets are past it."""
-    return next(k for k, ends in enumerate(marks) if msg.offset() < ends[msg.partition()])
-
-
-def read_outputs(bootstrap: str, topics: dict[str, str],
-                 marks: dict[str, list[dict[int, int]]]) -> Outputs:
-    """The output and DLQ records, each tagged with its run (from ``Watcher.marks``)."""
-    processed = consume_all(bootstrap, topics["output"])
-    dead = consume_all(bootstrap, topics["dlq"])
-    return Outputs(
-        [(src, run_of(m, marks["output"]))
-         for src, m in zip(processed_sources(processed), processed, strict=True)],
-        [(src, run_of(m, marks["dlq"]), m)
-         for src, m in zip(dead_sources(dead), dead, strict=True)],
-    )
-
-
-def check_nothing_lost(out: Outputs, expect: Expected, input_topic: str) -> None:
-    """Good records processed, bad ones dead-lettered byte-exact, filtered ones nowhere."""
-    assert {src for src, _ in out.processed} == expect.good
-    assert {src for src, _, _ in out.dead} == set(expect.bad)
-    for src, _, msg in out.dead:
-        key, value, reason = expect.bad[src]
-        assert (msg.key(), msg.value()) == (key, value)
-        assert header(msg, "dlq.reason") == reason.encode()
-        assert header(msg, "dlq.source.topic") == input_topic.encode()
+def run_job(bootstrap: str, topics: dict[str, str], processes: int, summaries: Path) -> None:
+    """`python -m dataflow run --processes N` with STOP_AT_END, as a user runs it; must succeed."""
+    cmd = [sys.executable, "-m", "dataflow", "run", "--processes", str(processes),
+           "--base-port", str(free_ports(processes))]
+    done = subprocess.run(cmd, cwd=ROOT, env=job_env(bootstrap, topics, summaries),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -16,19 +16,21 @@ import pytest
 
 from dataflow.localkafka import LocalKafka
 from tests.integration.jobs import (
-    Expected,
     Job,
     Watcher,
-    check_nothing_lost,
     create_topics,
-    final_counts,
     job_env,
     job_topics,
-    login_stream,
     own_kafka,
-    read_outputs,
     stop_leftovers,
     wait_for,
+)
+from tests.integration.outcomes import (
+    Expected,
+    check_nothing_lost,
+    final_counts,
+    login_stream,
+    read_outputs,
 )
 from tests.kafka_io import produce_all
 

@@ -20,19 +20,21 @@ from dataflow.localkafka import LocalKafka
 from tests.integration.jobs import (
     Job,
     Watcher,
-    check_nothing_lost,
     create_topics,
-    dead_sources,
     job_env,
     job_topics,
-    login_stream,
     own_kafka,
-    processed_sources,
-    read_outputs,
     stop_leftovers,
     wait_for,
 )
-from tests.integration.test_flow_kafka import BAD
+from tests.integration.outcomes import (
+    BAD,
+    check_nothing_lost,
+    dead_sources,
+    login_stream,
+    processed_sources,
+    read_outputs,
+)
 from tests.kafka_io import consume_all, produce_all
 from tests.records import login_bytes
 

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,22 +11,13 @@ from typing import Any
 import pytest
 
 from dataflow.transforms import iso_utc
+from tests.integration.jobs import run_job
+from tests.integration.outcomes import BAD, header, summed
 from tests.kafka_io import consume_all, produce_all
 from tests.records import login_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
 BASE = 1_694_479_500  # a minute boundary: windows [BASE, BASE+60), [BASE+60, BASE+120)
 HEADERS = [("trace-id", b"\x00\x01abc")]
-BAD = [
-    (b"{not json", "malformed_json"),
-    (login_bytes(user_id=None), "missing_field"),
-    (login_bytes(ip=42), "wrong_type"),
-    (b'{"user_id": "\xff\xfe"}', "invalid_utf8"),
-    (None, "empty_value"),
-    (b"[1, 2, 3]", "not_an_object"),
-    (login_bytes(ip="300.1.1.1"), "invalid_value"),
-    (login_bytes(timestamp=1_694_479_551_000), "invalid_value"),
-]
 
 
 def _good(i: int) -> bytes:
@@ -67,49 +54,11 @@ def build_input() -> tuple[list[tuple[bytes, bytes | None, int]], dict[str, Any]
     return records, expect
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def run_job(bootstrap: str, topics: dict[str, str], processes: int, summaries: Path) -> None:
-    """`python -m dataflow run --processes N` with STOP_AT_END, as a user would run it."""
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "INPUT_TOPIC": topics["input"], "OUTPUT_TOPIC": topics["output"],
-        "DLQ_TOPIC": topics["dlq"], "COUNTS_TOPIC": topics["counts"],
-        "LATE_TOPIC": topics["late"],
-        "STOP_AT_END": "true", "ALLOWED_LATENESS_SECONDS": "3600",
-        "EXCLUDED_LOCALES": "BY", "RUN_SUMMARY_DIR": str(summaries), "LOG_FORMAT": "json",
-    }
-    cmd = [sys.executable, "-m", "dataflow", "run", "--processes", str(processes),
-           "--base-port", str(_free_port())]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def summed(summaries: Path) -> dict[str, int]:
-    total = Counter[str]()
-    for path in summaries.glob("*.json"):
-        snap = json.loads(path.read_text())
-        total["consumed"] += snap["consumed"]
-        total["processed"] += snap["processed"]
-        total["filtered"] += sum(snap["filtered"].values())
-        total["dead_lettered"] += sum(snap["dead_lettered"].values())
-    return dict(total)
-
-
-def _header(msg: Any, name: str) -> bytes:
-    return dict(msg.headers() or [])[name]
-
-
 def outcome(bootstrap: str, topics: dict[str, str]) -> dict[str, Any]:
     processed = consume_all(bootstrap, topics["output"])
     counts = [json.loads(m.value()) for m in consume_all(bootstrap, topics["counts"])]
     return {
-        "processed": [(int(_header(m, "source.partition")), int(_header(m, "source.offset")))
+        "processed": [(int(header(m, "source.partition")), int(header(m, "source.offset")))
                       for m in processed],
         "dead": consume_all(bootstrap, topics["dlq"]),
         "counts": Counter({(c["window_start"], c["field"], c["value"]): c["count"]
@@ -143,7 +92,7 @@ def test_mixed_topic_every_record_accounted_for_and_same_on_1_and_3_processes(
         results[processes] = result
 
         assert sorted(result["processed"]) == sorted(expect["good"])  # each exactly once
-        dead = {(int(_header(m, "dlq.source.partition")), int(_header(m, "dlq.source.offset"))): m
+        dead = {(int(header(m, "dlq.source.partition")), int(header(m, "dlq.source.offset"))): m
                 for m in result["dead"]}
         assert len(dead) == len(result["dead"]) == len(BAD)
         assert set(dead) == set(expect["bad"])
@@ -152,9 +101,9 @@ def test_mixed_topic_every_record_accounted_for_and_same_on_1_and_3_processes(
             assert (msg.key(), msg.value()) == (key, value)
             headers = msg.headers()
             assert headers[0] == HEADERS[0]
-            assert _header(msg, "dlq.reason") == reason.encode()
-            assert _header(msg, "dlq.source.topic") == input_topic.encode()
-            assert _header(msg, "dlq.failed_at").endswith(b"+00:00")
+            assert header(msg, "dlq.reason") == reason.encode()
+            assert header(msg, "dlq.source.topic") == input_topic.encode()
+            assert header(msg, "dlq.failed_at").endswith(b"+00:00")
         expected_counts = Counter({
             (iso_utc(start), field, value): n
             for (start, field, value), n in expect["counts"].items()})

@@ -8,13 +8,15 @@ from pathlib import Path
 
 from tests.integration.jobs import (
     Job,
-    dead_sources,
-    header,
     job_env,
     job_topics,
-    processed_sources,
 )
-from tests.integration.test_flow_kafka import summed
+from tests.integration.outcomes import (
+    dead_sources,
+    header,
+    processed_sources,
+    summed,
+)
 from tests.kafka_io import consume_all, produce_all
 from tests.records import login_bytes
 

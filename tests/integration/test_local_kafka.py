@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflow.localkafka import LocalKafka
+from tests.integration.jobs import is_free
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,20 +37,11 @@ def session_broker(local_kafka: LocalKafka | None) -> LocalKafka:
     return local_kafka
 
 
-def _is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_port(brokers: int = 1) -> int:
     """A first port in 39000-39999 whose client and controller ports (+100) are all free."""
     for port in random.sample(range(39000, 39900 - brokers), 200):
         ports = [port + n for n in range(brokers)] + [port + 100 + n for n in range(brokers)]
-        if all(_is_free(p) for p in ports):
+        if all(is_free(p) for p in ports):
             return port
     pytest.skip("no free ports in 39000-39999")
 

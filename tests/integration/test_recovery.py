@@ -20,23 +20,25 @@ from pathlib import Path
 import pytest
 
 from tests.integration.jobs import (
-    PARTITIONS,
-    Expected,
     Job,
-    Outputs,
     Watcher,
-    check_nothing_lost,
     create_topics,
     delete_topics,
-    final_counts,
     job_env,
     job_topics,
-    login_stream,
-    read_outputs,
     stop_leftovers,
     wait_for,
 )
-from tests.integration.test_flow_kafka import summed
+from tests.integration.outcomes import (
+    PARTITIONS,
+    Expected,
+    Outputs,
+    check_nothing_lost,
+    final_counts,
+    login_stream,
+    read_outputs,
+    summed,
+)
 from tests.kafka_io import produce_all
 
 pytestmark = pytest.mark.slow

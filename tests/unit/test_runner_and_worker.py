@@ -11,7 +11,7 @@ from dataflow.errors import DeliveryError
 from dataflow.kafka_sink import describe_failures
 from dataflow.metrics import process_id
 from dataflow.runner import process_commands
-from dataflow.worker import root_pipeline_error
+from dataflow.worker import interrupted, root_pipeline_error
 
 
 def _args(**overrides: object) -> argparse.Namespace:
@@ -73,3 +73,16 @@ def test_delivery_failure_names_topic_and_source_record() -> None:
     assert text == ("write to topic 'out' (source in partition 2 offset 41) failed: "
                     "Broker: Message size too large; write to topic 'dlq' (source in partition 0 "
                     "offset 7) failed: Local: Message timed out")
+
+
+def test_worker_treats_an_interrupt_inside_a_step_as_a_clean_stop() -> None:
+    """A KeyboardInterrupt raised inside a step and wrapped by Bytewax means Ctrl-C, not a crash."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("error calling `StatefulBatchLogic.on_notify`") from exc
+    except RuntimeError as wrapped:
+        assert interrupted(wrapped)
+    assert interrupted(RuntimeError("(src/run.rs:134:60): signal received"))
+    assert not interrupted(RuntimeError("something else"))

@@ -175,7 +175,7 @@ SPECS: tuple[Spec, ...] = (
          _choice("earliest", "latest")),
     Spec("SOURCE_BATCH_SIZE", "source_batch_size", "2000",
          "Records read from one partition per poll.", _int_at_least(1)),
-    Spec("CONSUMER_QUEUE_KBYTES", "consumer_queue_kbytes", "4096",
+    Spec("CONSUMER_QUEUE_KBYTES", "consumer_queue_kbytes", "1024",
          "librdkafka prefetch bound per partition (queued.max.messages.kbytes).",
          _int_at_least(1)),
     Spec("DELIVERY_TIMEOUT_MS", "delivery_timeout_ms", "120000",
@@ -234,7 +234,7 @@ class Settings:
     stop_at_end: bool = False
     starting_offset: str = "earliest"
     source_batch_size: int = 2000
-    consumer_queue_kbytes: int = 4096
+    consumer_queue_kbytes: int = 1024
     delivery_timeout_ms: int = 120_000
     run_summary_dir: Path | None = None
     metrics_address: str = ""

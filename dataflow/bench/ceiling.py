@@ -2,8 +2,11 @@
 
 Run as ``python -m dataflow.bench.ceiling INPUT OUTPUT`` (its own process, so its
 CPU time and peak memory are its own); prints one JSON line. The consumer
-keeps librdkafka's defaults (the strongest plain loop we found); the producer
-is the job's (idempotent, acks=all) and is flushed once at the end.
+keeps librdkafka's defaults but for ``fetch.queue.backoff.ms``: by default a
+partition whose prefetch queue passes ``queued.min.messages`` stops fetching
+for a whole second, which made a plain loop 3-4 times slower than it can be
+(146k against 520k-598k records/s, measured). The producer is the job's
+(idempotent, acks=all) and is flushed once at the end.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataflow.settings import Settings
 def copy_topic(settings: Settings, source: str, target: str) -> dict[str, Any]:
     """Copy every record of ``source`` present at start to ``target``; count and time it."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "bench",
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False, "fetch.queue.backoff.ms": 10})
     failures: list[KafkaError] = []
     producer = Producer({**producer_config(settings), "delivery.report.only.error": True,
                          "on_delivery": lambda err, _m: failures.append(err)})

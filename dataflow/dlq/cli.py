@@ -6,13 +6,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import BinaryIO
 
 from confluent_kafka import KafkaException
 
+from dataflow.cli_args import OneLineParser, at_least
 from dataflow.deadletters import REASONS
 from dataflow.dlq.export import write_export
 from dataflow.dlq.reading import DlqReader
@@ -26,29 +27,6 @@ from dataflow.settings import Settings, describe_settings
 PROG = "python -m dataflow dlq"
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, never a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _at_least(low: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            msg = f"{raw!r} is not a whole number"
-            raise argparse.ArgumentTypeError(msg) from None
-        if value < low:
-            msg = f"{raw!r} is below {low}"
-            raise argparse.ArgumentTypeError(msg)
-        return value
-
-    return parse
-
-
 def _reason(raw: str) -> str:
     if raw not in REASONS:
         msg = f"unknown reason {raw!r}; choose from {', '.join(REASONS)}"
@@ -56,8 +34,8 @@ def _reason(raw: str) -> str:
     return raw
 
 
-def _common() -> _Parser:
-    common = _Parser(add_help=False)
+def _common() -> OneLineParser:
+    common = OneLineParser(add_help=False)
     add = common.add_argument
     add("--topic", help="dead-letter topic to read (default: DLQ_TOPIC)")
     add("--commit-group", metavar="NAME",
@@ -67,23 +45,23 @@ def _common() -> _Parser:
         help="only this reason code (repeatable)")
     add("--since", help="only failures at or after this ISO-8601 time (naive = UTC)")
     add("--until", help="only failures at or before this ISO-8601 time (naive = UTC)")
-    add("--source-partition", type=_at_least(0), help="only this source partition")
-    add("--offset-from", type=_at_least(0), help="only source offsets >= this")
-    add("--offset-to", type=_at_least(0), help="only source offsets <= this")
+    add("--source-partition", type=at_least(int, 0), help="only this source partition")
+    add("--offset-from", type=at_least(int, 0), help="only source offsets >= this")
+    add("--offset-to", type=at_least(int, 0), help="only source offsets <= this")
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The review tool's command line."""
-    parser = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = OneLineParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
                      description="Summarise, show, export and replay dead letters.",
                      epilog="environment:\n" + describe_settings())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     parser_class=_Parser)
+                                     parser_class=OneLineParser)
     common = [_common()]
     summary = commands.add_parser("summary", parents=common, help="counts by reason and source")
     summary.add_argument("--json", action="store_true", help="machine-readable output")
-    summary.add_argument("--top", type=_at_least(1), default=5,
+    summary.add_argument("--top", type=at_least(int, 1), default=5,
                          help="how many frequent details to list (default 5)")
     show = commands.add_parser("show", parents=common, help="records, decoded")
     show.add_argument("--full", action="store_true", help="do not shorten values")
@@ -91,11 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
     again = commands.add_parser("replay", parents=common, help="send records back, byte-exact")
     again.add_argument("--to", metavar="TOPIC", help="destination (default: INPUT_TOPIC)")
-    again.add_argument("--max-replays", type=_at_least(1), default=3,
+    again.add_argument("--max-replays", type=at_least(int, 1), default=3,
                        help="skip records replayed this many times already (default 3)")
     again.add_argument("--dry-run", action="store_true", help="list, send nothing")
     for sub in (show, export, again):
-        sub.add_argument("--limit", type=_at_least(1), help="at most this many records")
+        sub.add_argument("--limit", type=at_least(int, 1), help="at most this many records")
     return parser
 
 

@@ -7,12 +7,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from types import FrameType
-from typing import NoReturn
 
 from confluent_kafka import KafkaException
 
+from dataflow.cli_args import OneLineParser, at_least
 from dataflow.errors import PipelineError
 from dataflow.generator.events import Shares
 from dataflow.generator.producing import (
@@ -35,31 +34,8 @@ SHARE_OPTIONS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, never a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _at_least(kind: type[int] | type[float], low: float) -> Callable[[str], int | float]:
-    def parse(raw: str) -> int | float:
-        try:
-            value = kind(raw)
-        except ValueError:
-            msg = f"{raw!r} is not a {'whole ' if kind is int else ''}number"
-            raise argparse.ArgumentTypeError(msg) from None
-        if not value >= low:  # also refuses nan
-            msg = f"{raw!r} is below {low:g}"
-            raise argparse.ArgumentTypeError(msg)
-        return value
-
-    return parse
-
-
 def _share(raw: str) -> float:
-    value = _at_least(float, 0)(raw)
+    value = at_least(float, 0)(raw)
     if value > 1:
         msg = f"{raw!r} is not a share between 0 and 1"
         raise argparse.ArgumentTypeError(msg)
@@ -68,18 +44,18 @@ def _share(raw: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The generator's command line."""
-    parser = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = OneLineParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
                      description="Produce login events to INPUT_TOPIC (key = user_id).",
                      epilog="environment:\n" + describe_settings())
     add = parser.add_argument
-    add("--rate", type=_at_least(float, 0), default=2.0,
+    add("--rate", type=at_least(float, 0), default=2.0,
         help="events per second (default 2; 0 = as fast as possible)")
-    add("--count", type=_at_least(int, 0), default=0,
+    add("--count", type=at_least(int, 0), default=0,
         help="events to send (default 0 = until Ctrl-C or SIGTERM)")
     add("--seed", type=int, default=None, help="seed for reproducible content")
-    add("--start-time", type=_at_least(float, 0), default=None, metavar="EPOCH",
+    add("--start-time", type=at_least(float, 0), default=None, metavar="EPOCH",
         help="timestamp of the first event; event i gets EPOCH + i/rate (reproducible)")
-    add("--partitions", type=_at_least(int, 1), default=3,
+    add("--partitions", type=at_least(int, 1), default=3,
         help="partitions of the input topic if the generator creates it (default 3)")
     add("--topic", default=None, help="topic to write to (default: INPUT_TOPIC)")
     for name, about in SHARE_OPTIONS:

@@ -14,7 +14,7 @@ from typing import NoReturn
 from bytewax.dataflow import Dataflow
 
 from dataflow import logs, metrics
-from dataflow.errors import PipelineError
+from dataflow.errors import MissingTopicError, PipelineError
 from dataflow.kafka_config import check_client_configs
 from dataflow.kafka_source import list_partitions
 from dataflow.settings import Settings
@@ -34,9 +34,7 @@ def check_topics(settings: Settings) -> None:
                   settings.counts_topic, settings.late_topic):
         try:
             list_partitions(settings, topic)
-        except PipelineError as exc:
-            if "does not exist" not in str(exc):
-                raise
+        except MissingTopicError:
             missing.append(topic)
     if missing:
         msg = (f"missing topic(s) on {settings.bootstrap_servers}: {', '.join(missing)}; "

@@ -21,5 +21,9 @@ class SourceError(PipelineError):
     """The Kafka source cannot read its topic (missing topic, fatal consumer error)."""
 
 
+class MissingTopicError(SourceError):
+    """A topic the job or a tool needs does not exist on the cluster."""
+
+
 class LocalKafkaError(PipelineError):
     """The local broker manager could not do what it was asked."""

@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from confluent_kafka.admin import AdminClient
 
 from dataflow import metrics
-from dataflow.errors import SourceError
+from dataflow.errors import MissingTopicError, SourceError
 from dataflow.kafka_config import admin_config, consumer_config
 from dataflow.logs import get_logger
 from dataflow.schemas import KafkaRecord
@@ -28,7 +28,8 @@ METADATA_TIMEOUT_S = 10.0
 
 
 def list_partitions(settings: Settings, topic: str) -> list[int]:
-    """Partition ids of a topic; SourceError when it does not exist or Kafka is unreachable."""
+    """Partition ids of a topic; MissingTopicError when it does not exist, SourceError when
+    it cannot be read (Kafka unreachable, not authorised)."""
     admin = AdminClient(admin_config(settings))
     try:
         metadata = admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
@@ -38,13 +39,13 @@ def list_partitions(settings: Settings, topic: str) -> list[int]:
     info = metadata.topics.get(topic)
     if info is None or (info.error is not None
                         and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
-        reason = "it does not exist"
-    elif info.error is not None or not info.partitions:
+        msg = f"topic {topic!r} does not exist on {settings.bootstrap_servers}"
+        raise MissingTopicError(msg)
+    if info.error is not None or not info.partitions:
         reason = info.error.str() if info.error is not None else "it has no partitions"
-    else:
-        return sorted(info.partitions)
-    msg = f"topic {topic!r} on {settings.bootstrap_servers} cannot be read: {reason}"
-    raise SourceError(msg)
+        msg = f"topic {topic!r} on {settings.bootstrap_servers} cannot be read: {reason}"
+        raise SourceError(msg)
+    return sorted(info.partitions)
 
 
 class _Partition(StatefulSourcePartition[KafkaRecord, int]):

@@ -12,15 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, Message, Producer
 
-from dataflow.dlq.records import DeadLetter, DlqError, kafka_reason
+from dataflow.dlq.records import DeadLetter, DlqError
 from dataflow.dlq.summary import source_name
-from dataflow.kafka_config import admin_config, producer_config
+from dataflow.errors import MissingTopicError, SourceError
+from dataflow.kafka_config import producer_config
+from dataflow.kafka_source import list_partitions
 from dataflow.settings import Settings
-
-METADATA_TIMEOUT_SECONDS = 15.0
 
 
 @dataclass(slots=True)
@@ -49,14 +48,12 @@ def check_destination(settings: Settings, topic: str, dlq_topic: str) -> None:
         msg = f"refusing to replay into {topic!r}, the dead-letter topic being read"
         raise DlqError(msg)
     try:
-        topics = AdminClient(admin_config(settings)).list_topics(
-            timeout=METADATA_TIMEOUT_SECONDS).topics
-    except KafkaException as exc:
-        msg = f"cannot read the list of topics: {kafka_reason(exc)}"
-        raise DlqError(msg) from exc
-    if topic not in topics:
+        list_partitions(settings, topic)
+    except MissingTopicError as exc:
         msg = f"destination topic {topic!r} does not exist"
-        raise DlqError(msg)
+        raise DlqError(msg) from exc
+    except SourceError as exc:
+        raise DlqError(str(exc)) from exc
 
 
 def _describe(record: DeadLetter) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 from dataflow.transforms import iso_utc
-from tests.integration.jobs import run_job
+from tests.integration.jobs import ROOT, job_env, run_job
 from tests.integration.outcomes import BAD, header, summed
 from tests.kafka_io import consume_all, produce_all
 from tests.records import login_bytes
@@ -136,3 +138,18 @@ def test_stop_at_end_finishes_on_a_topic_ending_in_a_transaction_marker(
     run_job(kafka_bootstrap, topics, 1, tmp_path)
     assert len(consume_all(kafka_bootstrap, topics["output"])) == 5
     assert summed(tmp_path)["consumed"] == 5
+
+
+def test_missing_topics_stop_the_job_at_start_up_with_one_line(
+    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    """A job whose output topics do not exist exits 2 naming them, before reading anything."""
+    topics = {"input": make_topic(), "output": "no-such-out", "dlq": "no-such-dlq",
+              "counts": make_topic(), "late": make_topic()}
+    done = subprocess.run([sys.executable, "-m", "dataflow.worker", "dataflow.flow"], cwd=ROOT,
+                          env=job_env(kafka_bootstrap, topics, tmp_path), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"login-dataflow: error: missing topic(s) on {kafka_bootstrap}: no-such-out, "
+        "no-such-dlq; create them (locally: python -m dataflow kafka create-topics)")

@@ -4,6 +4,14 @@ Messages are built before raising and name the step, topic, partition and
 offset where they apply, so a log line says what broke and where.
 """
 
+from confluent_kafka import KafkaError, KafkaException
+
+
+def kafka_reason(exc: KafkaException) -> str:
+    """The text of a KafkaException's KafkaError, without its repr wrapping."""
+    error = exc.args[0] if exc.args else None
+    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
+
 
 class PipelineError(Exception):
     """Root of every error this project raises on purpose."""
@@ -23,6 +31,10 @@ class SourceError(PipelineError):
 
 class MissingTopicError(SourceError):
     """A topic the job or a tool needs does not exist on the cluster."""
+
+
+class TopicError(PipelineError):
+    """A topic could not be created, or Kafka did not answer while creating it."""
 
 
 class LocalKafkaError(PipelineError):

@@ -17,11 +17,11 @@ from dataflow.cli_args import OneLineParser, at_least
 from dataflow.deadletters import REASONS
 from dataflow.dlq.export import write_export
 from dataflow.dlq.reading import DlqReader
-from dataflow.dlq.records import DeadLetter, Filters, kafka_reason, parse_time
+from dataflow.dlq.records import DeadLetter, Filters, parse_time
 from dataflow.dlq.rendering import render_record, render_summary
 from dataflow.dlq.replay import check_destination, dry_run, replay
 from dataflow.dlq.summary import summarize
-from dataflow.errors import PipelineError
+from dataflow.errors import PipelineError, kafka_reason
 from dataflow.settings import Settings, describe_settings
 
 PROG = "python -m dataflow dlq"

@@ -18,7 +18,8 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from dataflow.dlq.records import DeadLetter, DlqError, kafka_reason
+from dataflow.dlq.records import DeadLetter, DlqError
+from dataflow.errors import kafka_reason
 from dataflow.kafka_config import consumer_config
 from dataflow.settings import Settings
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from confluent_kafka import KafkaError, KafkaException
 
 from dataflow.deadletters import (
     DLQ_HEADER_PREFIX,
@@ -34,12 +33,6 @@ RecordHeaders = list[tuple[str, bytes | None]]
 
 class DlqError(PipelineError):
     """The dead-letter review tool cannot do what it was asked."""
-
-
-def kafka_reason(exc: KafkaException) -> str:
-    """The text of a KafkaException's KafkaError, without its repr wrapping."""
-    error = exc.args[0] if exc.args else None
-    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
 
 
 def _text(raw: bytes | None) -> str | None:

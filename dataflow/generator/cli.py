@@ -12,12 +12,11 @@ from types import FrameType
 from confluent_kafka import KafkaException
 
 from dataflow.cli_args import OneLineParser, at_least
-from dataflow.errors import PipelineError
+from dataflow.errors import PipelineError, kafka_reason
 from dataflow.generator.events import Shares
 from dataflow.generator.producing import (
     GeneratorOptions,
     GeneratorSummary,
-    kafka_reason,
     run_generator,
 )
 from dataflow.settings import Settings, describe_settings

@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TextIO
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, Message, Producer
 
-from dataflow.errors import PipelineError
 from dataflow.generator.events import (
     EventFactory,
     Shares,
@@ -30,21 +28,12 @@ from dataflow.generator.events import (
 )
 from dataflow.kafka_config import admin_config, producer_config
 from dataflow.settings import Settings
+from dataflow.topics import ensure_topics
 
 MAX_BURST = 500
 MAX_WAIT_SECONDS = 0.001
 PROGRESS_SECONDS = 5.0
 ADMIN_TIMEOUT_SECONDS = 15.0
-
-
-def kafka_reason(exc: KafkaException) -> str:
-    """The text of a KafkaException's KafkaError, without its repr wrapping."""
-    error = exc.args[0] if exc.args else None
-    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
-
-
-class TopicSetupError(PipelineError):
-    """The input topic could not be found or created."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,23 +82,8 @@ class GeneratorSummary:
 def ensure_topic(settings: Settings, topic: str, partitions: int) -> bool:
     """Create ``topic`` with ``partitions`` if missing; True when it was created."""
     # log_level 4: no informational lines from this short-lived client on the terminal
-    admin = AdminClient({**admin_config(settings), "log_level": 4})
-    try:
-        existing = admin.list_topics(timeout=ADMIN_TIMEOUT_SECONDS).topics
-    except KafkaException as exc:
-        msg = f"cannot reach Kafka at {settings.bootstrap_servers}: {kafka_reason(exc)}"
-        raise TopicSetupError(msg) from exc
-    if topic in existing:
-        return False
-    future = admin.create_topics([NewTopic(topic, num_partitions=partitions)])[topic]
-    try:
-        future.result(timeout=ADMIN_TIMEOUT_SECONDS)
-    except KafkaException as exc:
-        if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-            return False
-        msg = f"cannot create topic {topic!r}: {kafka_reason(exc)}"
-        raise TopicSetupError(msg) from exc
-    return True
+    config = {**admin_config(settings), "log_level": 4}
+    return bool(ensure_topics(config, [topic], partitions, timeout=ADMIN_TIMEOUT_SECONDS).created)
 
 
 class _Deliveries:

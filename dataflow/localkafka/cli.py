@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from dataflow.errors import PipelineError, SettingsError
-from dataflow.localkafka.client import ensure_topics
+from dataflow.localkafka.client import quiet_admin_config
 from dataflow.localkafka.cluster import ClusterStatus, LocalKafka
 from dataflow.localkafka.errors import (
     LayoutError,
@@ -31,6 +31,7 @@ from dataflow.localkafka.layout import (
     effective_layout,
 )
 from dataflow.settings import Settings
+from dataflow.topics import ensure_topics
 
 DIR_ENV = "LOCAL_KAFKA_DIR"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STATUS_STOPPED = 0, 1, 2, 3
@@ -177,7 +178,8 @@ def _create_topics(args: argparse.Namespace) -> int:
                    f"`python -m dataflow kafka start --dir {args.dir}` or pass --bootstrap")
             raise NotRunningError(msg)
         bootstrap, replication = kafka.bootstrap, replication or layout.replication
-    report = ensure_topics(bootstrap, names, args.partitions, replication or -1)
+    report = ensure_topics(quiet_admin_config(bootstrap), names, args.partitions,
+                           replication or -1)
     for name in report.created:
         print(f"created topic {name}")
     for name in report.existed:

@@ -46,7 +46,3 @@ class BrokerStopError(LocalKafkaFailure):
 
 class NotRunningError(LocalKafkaFailure):
     """The command needs a running local broker and there is none."""
-
-
-class TopicError(LocalKafkaFailure):
-    """Kafka refused to create or describe a topic."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from dataflow.generator.events import Shares
 from dataflow.generator.producing import GeneratorOptions, run_generator
@@ -21,6 +21,7 @@ from dataflow.kafka_config import admin_config
 from dataflow.metrics import accounting_holds
 from dataflow.runner import child_environment
 from dataflow.settings import Settings
+from dataflow.topics import ensure_topics
 
 # About 5% bad records and some filtered locales, like real traffic on a bad day.
 MIX = Shares(missing_field=0.02, wrong_type=0.015, malformed=0.015, excluded_locale=0.03)
@@ -47,12 +48,13 @@ class Topics:
     """uuid-named topics for one benchmark, deleted at the end."""
 
     def __init__(self, settings: Settings) -> None:
-        self._admin = AdminClient(admin_config(settings))
+        self._config = admin_config(settings)
+        self._admin = AdminClient(self._config)
         self.made: list[str] = []
 
     def make(self, kind: str, partitions: int) -> str:
         name = f"bench-{kind}-{uuid.uuid4().hex[:10]}"
-        self._admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+        ensure_topics(self._config, [name], partitions)
         self.made.append(name)
         return name
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 
 CONSUMED = Counter("login_records_consumed", "Records read from the input topic.")
 PROCESSED = Counter("login_records_processed", "Records enriched and sent to the output topic.")
@@ -29,6 +29,21 @@ LATE = Counter(
     "Events that arrived after their window for a count field had closed (written to the "
     "late topic), by count field.",
     ["field"],
+)
+WINDOWS_WRITTEN = Counter(
+    "login_windows_written",
+    "Window count records written, by whether the window was complete (final) or "
+    "provisional (the run ended first).",
+    ["final"],
+)
+LAG = Gauge(
+    "login_consumer_lag",
+    "Records in the input partition not read yet (log end minus position), by partition.",
+    ["partition"],
+)
+EXPIRED = Counter(
+    "login_records_expired",
+    "Records retention deleted before the job read them (resume offset below log start).",
 )
 PRODUCED = Counter(
     "login_records_produced", "Records Kafka confirmed as written, by topic.", ["topic"]

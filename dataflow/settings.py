@@ -163,6 +163,12 @@ SPECS: tuple[Spec, ...] = (
     Spec("ALLOWED_LATENESS_SECONDS", "allowed_lateness_seconds", "10",
          "How long a window waits for out-of-order events before it closes.",
          _int_at_least(0)),
+    Spec("IDLE_PARTITION_SECONDS", "idle_partition_seconds", "15",
+         "A partition caught up with its log end and quiet this long stops holding windows "
+         "back, until its next event.", _int_at_least(1)),
+    Spec("MAX_FUTURE_SECONDS", "max_future_seconds", "300",
+         "Events stamped further ahead of the job's clock are dead-lettered "
+         "(future_timestamp).", _int_at_least(0)),
     Spec("EXCLUDED_LOCALES", "excluded_locales", "",
          "Comma-separated locales dropped on purpose (counted as filtered), e.g. RU,BY.",
          _locales),
@@ -171,8 +177,12 @@ SPECS: tuple[Spec, ...] = (
     Spec("STOP_AT_END", "stop_at_end", "false",
          "Stop once everything that was in the input topic at start-up is processed.", _bool),
     Spec("STARTING_OFFSET", "starting_offset", "earliest",
-         "Where to start without recovery state: earliest (safe, re-reads) or latest.",
-         _choice("earliest", "latest")),
+         "Where to start without recovery state: earliest (safe, re-reads), latest, or "
+         "committed (CONSUMER_GROUP's offsets, earliest where none).",
+         _choice("earliest", "latest", "committed")),
+    Spec("CONSUMER_GROUP", "consumer_group", "login-dataflow",
+         "Consumer group the job commits its fully written input positions to (for lag "
+         "tools and STARTING_OFFSET=committed).", _text),
     Spec("SOURCE_BATCH_SIZE", "source_batch_size", "2000",
          "Records read from one partition per poll.", _int_at_least(1)),
     Spec("CONSUMER_QUEUE_KBYTES", "consumer_queue_kbytes", "1024",
@@ -229,10 +239,13 @@ class Settings:
     late_topic: str = "user-login-late"
     window_seconds: int = 60
     allowed_lateness_seconds: int = 10
+    idle_partition_seconds: int = 15
+    max_future_seconds: int = 300
     excluded_locales: frozenset[str] = frozenset()
     count_fields: tuple[str, ...] = ("device_type", "locale")
     stop_at_end: bool = False
     starting_offset: str = "earliest"
+    consumer_group: str = "login-dataflow"
     source_batch_size: int = 2000
     consumer_queue_kbytes: int = 1024
     delivery_timeout_ms: int = 120_000

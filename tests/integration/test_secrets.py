@@ -92,5 +92,5 @@ def test_secret_is_not_printed_when_the_runner_refuses_a_setting(
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr == ("login-dataflow: error: STARTING_OFFSET: 'middle' is not one of "
-                           "earliest, latest\n")
+                           "earliest, latest, committed\n")
     assert SECRET not in done.stdout + done.stderr

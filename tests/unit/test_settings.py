@@ -46,7 +46,8 @@ def test_values_are_parsed_and_normalised() -> None:
         ({"COUNT_FIELDS": "colour"},
          "COUNT_FIELDS: unknown field(s) colour; choose from device_type, locale, app_version, "
          "ip_version, user_id, device_id"),
-        ({"STARTING_OFFSET": "middle"}, "STARTING_OFFSET: 'middle' is not one of earliest, latest"),
+        ({"STARTING_OFFSET": "middle"},
+         "STARTING_OFFSET: 'middle' is not one of earliest, latest, committed"),
         ({"OUTPUT_TOPIC": "user-login"},
          "INPUT_TOPIC: must differ from the output, dead-letter, counts and late topics "
          "(the job would read its own output)"),

@@ -23,6 +23,8 @@ REASONS: Mapping[str, str] = {
     "wrong_type": "a field has the wrong JSON type",
     "invalid_value": "a field has the right type but an invalid value "
     "(empty text, not an IP address, timestamp out of range)",
+    "future_timestamp": "the event is stamped more than MAX_FUTURE_SECONDS ahead of the "
+    "job's clock",
 }
 
 HEADER_REASON = "dlq.reason"

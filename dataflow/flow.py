@@ -11,16 +11,17 @@ from typing import cast
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
+from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
+from dataflow.batches import SourceBatch, is_source_batch
 from dataflow.kafka_sink import ConfirmedKafkaSink
-from dataflow.kafka_source import LoginSource
-from dataflow.parsing import is_accepted, parse_batch
-from dataflow.schemas import KafkaRecord, OutRecord, Rejected
+from dataflow.schemas import OutRecord
 from dataflow.settings import Settings
-from dataflow.transforms import DeadLetterer, Enricher, LoginFilter
-from dataflow.windows import CountWriter, LateWriter, PreCounter, count_windows
+from dataflow.source import LoginSource
+from dataflow.transforms import DeadLetterer, Enricher
+from dataflow.watermarks import ShardUpdate
+from dataflow.windows import CountWriter, LateWriter, shard_logic
 
 # Every record allocates a few short-lived containers (output tuples, header lists),
 # which trigger a generation-0 collection every 700 allocations and, through them,
@@ -37,25 +38,21 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def build_flow(
-    settings: Settings,
-    source: Source[KafkaRecord] | None = None,
-    sink: Sink[OutRecord] | None = None,
-) -> Dataflow:
-    """Kafka -> parse -> dead letters | filter -> enrich + windowed counts -> Kafka."""
+def build_flow(settings: Settings, source: LoginSource | None = None,
+               sink: Sink[OutRecord] | None = None) -> Dataflow:
+    """Kafka -> per partition: parse, dead letters, filter, lateness, partial counts
+    -> enrich, dead letters, late events, window shards -> Kafka."""
     flow = Dataflow("login-dataflow")
-    records = op.input("read", flow, source or LoginSource(settings))
-    parsed = op.flat_map_batch("parse", records, parse_batch)
-    split = op.branch("split_valid", parsed, is_accepted)
-    rejected = cast(Stream[Rejected], split.falses)  # what is not Accepted is Rejected
-    dead_letters = op.flat_map_batch("dead_letter", rejected, DeadLetterer(settings))
-    kept = op.flat_map_batch("filter", split.trues, LoginFilter(settings))
-    processed = op.flat_map_batch("enrich", kept, Enricher(settings))
-    partials = op.flat_map_batch("pre_count", kept, PreCounter(settings))
-    windows = count_windows("count", partials, settings)
-    counts = op.map("count_record", windows.down, CountWriter(settings))
-    late = op.flat_map_batch("late_record", windows.late, LateWriter(settings))
-    writes = op.merge("writes", processed, dead_letters, counts, late)
+    items = op.input("read", flow, source or LoginSource(settings))
+    split = op.branch("split", items, is_source_batch)
+    batches = cast(Stream[SourceBatch], split.trues)
+    updates = cast(KeyedStream[ShardUpdate], split.falses)  # (shard, ShardUpdate) pairs
+    processed = op.flat_map("enrich", batches, Enricher(settings))
+    dead_letters = op.flat_map("dead_letter", batches, DeadLetterer(settings))
+    late = op.flat_map("late_record", batches, LateWriter(settings))
+    windows = op.stateful_batch("count", updates, shard_logic(settings))
+    counts = op.flat_map("count_record", windows, CountWriter(settings))
+    writes = op.merge("writes", processed, dead_letters, late, counts)
     op.output("write", writes, sink or ConfirmedKafkaSink(settings))
     return flow
 

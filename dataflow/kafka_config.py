@@ -9,14 +9,15 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from dataflow.errors import SettingsError
 from dataflow.settings import KAFKA_CONFIG_PREFIX, Settings
 
-CONSUMER_GROUP = "login-dataflow"
-
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
-    """Consumer for one assigned partition: no group management, no commits."""
+    """Consumer for one assigned partition: no group management; the job commits itself."""
     return {
         "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": CONSUMER_GROUP,
+        "group.id": settings.consumer_group,
+        # An offset that retention removed resumes at the oldest record still there,
+        # never at the end (librdkafka's default), which would skip all that is left.
+        "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,

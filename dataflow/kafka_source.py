@@ -1,17 +1,19 @@
-"""A Kafka source that emits confluent-kafka messages as they are.
+"""Kafka plumbing of the source: one consumer per input partition, assigned directly.
 
-Bytewax's stock ``KafkaSource`` wraps every record in a frozen dataclass; this
-one passes the C-level ``Message`` objects through (the flow reads key, value,
-headers, topic, partition, offset from them) and adds ``STOP_AT_END``: each
-partition stops at the end offset it saw when it started. One consumer per
-partition, assigned directly: no consumer group, nothing committed; the
-position lives in Bytewax's recovery snapshots.
+``PartitionReader`` reads one partition from a concrete offset and knows where
+it is: its position (always a real offset, so a snapshot never saves "end"),
+the end offset of a ``STOP_AT_END`` run, whether it is caught up with the log
+end, and its lag (from the consumer's cached log end: no broker round trip).
+It resumes from a saved offset, or without one from ``STARTING_OFFSET``
+(earliest, latest, or the consumer group's committed offset). An offset that
+retention has removed resumes at the oldest record still there, with a warning
+and ``login_records_expired_total``. ``commit`` stores a fully written position
+in ``CONSUMER_GROUP`` for lag tools and ``STARTING_OFFSET=committed``.
 """
 
 from __future__ import annotations
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from dataflow import metrics
@@ -48,69 +50,97 @@ def list_partitions(settings: Settings, topic: str) -> list[int]:
     return sorted(info.partitions)
 
 
-class _Partition(StatefulSourcePartition[KafkaRecord, int]):
+class PartitionReader:
+    """Reads one partition of INPUT_TOPIC in batches."""
+
     def __init__(self, settings: Settings, partition: int, resume: int | None) -> None:
         self._topic = settings.input_topic
         self._partition = partition
+        self._tp = TopicPartition(self._topic, partition)
         self._batch_size = settings.source_batch_size
-        default = OFFSET_BEGINNING if settings.starting_offset == "earliest" else OFFSET_END
-        self._next = default if resume is None else resume
+        self._label = metrics.LAG.labels(str(partition))
         self._consumer = Consumer(consumer_config(settings))
-        self._end: int | None = None
-        if settings.stop_at_end:
-            tp = TopicPartition(self._topic, partition)
-            low, high = self._consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_S)
-            self._end = high
-            if self._next < 0:  # a logical offset: make it concrete to compare with the end
-                self._next = low if self._next == OFFSET_BEGINNING else high
-        self._done = self._end is not None and self._next >= self._end
-        self._consumer.assign([TopicPartition(self._topic, partition, self._next)])
+        low, high = self._watermarks()
+        self.position = self._start(settings.starting_offset, resume, low, high)
+        self.end = high if settings.stop_at_end else None
+        self.done = self.end is not None and self.position >= self.end
+        self._log_end = -1
+        self._consumer.assign([TopicPartition(self._topic, partition, self.position)])
 
-    def next_batch(self) -> list[KafkaRecord]:
-        if self._done:
-            raise StopIteration
+    def _watermarks(self) -> tuple[int, int]:
+        try:
+            low, high = self._consumer.get_watermark_offsets(self._tp, timeout=METADATA_TIMEOUT_S)
+        except KafkaException as exc:
+            msg = (f"cannot read the offsets of topic {self._topic!r} partition "
+                   f"{self._partition}: {exc}")
+            raise SourceError(msg) from exc
+        return int(low), int(high)
+
+    def _start(self, starting: str, resume: int | None, low: int, high: int) -> int:
+        """A concrete offset to read from: saved, committed, earliest or latest."""
+        if resume is None and starting == "committed":
+            committed = self._consumer.committed([self._tp], timeout=METADATA_TIMEOUT_S)[0]
+            resume = committed.offset if committed.offset >= 0 else None
+        if resume is None:
+            return high if starting == "latest" else low
+        if resume < low:
+            lost = low - resume
+            log.warning("offset_expired", topic=self._topic, partition=self._partition,
+                        resume_offset=resume, log_start=low, records_lost=lost,
+                        hint="retention deleted these records before the job read them")
+            metrics.EXPIRED.inc(lost)
+            return low
+        return resume
+
+    def read(self) -> list[KafkaRecord]:
+        """The next records (possibly none); marks ``done`` at the end of a finite run."""
         batch = self._consumer.consume(self._batch_size, 0)
         good: list[KafkaRecord] = [m for m in batch if m.error() is None]
         if len(good) != len(batch):
             self._handle_errors([m for m in batch if m.error() is not None])
         if good:
-            self._next = good[-1].offset() + 1  # type: ignore[operator]  # set on consumed records
+            self.position = good[-1].offset() + 1  # type: ignore[operator]  # set when consumed
             metrics.CONSUMED.inc(len(good))
-        elif self._end is not None:
+        elif self.end is not None:
             # Transaction markers and compacted gaps are never returned as messages, but
             # the consumer's position moves past them: without this, such a partition
             # would never reach its end offset.
-            position = self._consumer.position([TopicPartition(self._topic, self._partition)])
-            self._next = max(self._next, position[0].offset)
-        if self._end is not None and self._next >= self._end:
-            self._done = True
+            position = self._consumer.position([self._tp])[0].offset
+            self.position = max(self.position, position)
+        if self.end is not None and self.position >= self.end:
+            self.done = True
+        # The log end as of the consumer's last fetch: no broker round trip.
+        self._log_end = int(self._consumer.get_watermark_offsets(self._tp, cached=True)[1])
+        if self._log_end >= 0:
+            self._label.set(max(0, self._log_end - self.position))
         return good
+
+    def caught_up(self) -> bool:
+        """Whether the position has reached the log end the consumer last saw."""
+        return 0 <= self._log_end <= self.position
+
+    def commit(self, offset: int, asynchronous: bool = True) -> None:
+        """Store a fully written position in CONSUMER_GROUP (best effort: it is for lag
+        tools and STARTING_OFFSET=committed; recovery snapshots are the truth)."""
+        offsets = [TopicPartition(self._topic, self._partition, offset)]
+        try:
+            if asynchronous:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit_failed", topic=self._topic, partition=self._partition,
+                        offset=offset, error=str(exc))
 
     def _handle_errors(self, failed: list[KafkaRecord]) -> None:
         for message in failed:
             error = message.error()  # type: ignore[attr-defined]
-            where = f"topic {self._topic!r} partition {self._partition} offset {self._next}"
+            where = f"topic {self._topic!r} partition {self._partition} offset {self.position}"
             if error.fatal() or error.code() in _FATAL_CODES:
                 msg = f"cannot consume {where}: {error.str()}"
                 raise SourceError(msg)
             log.warning("consumer_error", topic=self._topic, partition=self._partition,
                         error=error.str())
 
-    def snapshot(self) -> int:
-        return self._next
-
     def close(self) -> None:
         self._consumer.close()
-
-
-class LoginSource(FixedPartitionedSource[KafkaRecord, int]):
-    """Every partition of INPUT_TOPIC; the unit of parallelism is one partition."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
-    def list_parts(self) -> list[str]:
-        return [str(p) for p in list_partitions(self._settings, self._settings.input_topic)]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
-        return _Partition(self._settings, int(for_part), resume_state)

@@ -88,7 +88,22 @@ class ProcessedLogin(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc
 
 
 class WindowCount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
-    """Logins counted in one closed window, for one value of one field."""
+    """Logins counted in one window for one value of one field.
+
+    ``final`` is false for a window written because a finite run ended before the
+    watermark passed its end; a later record for the same window supersedes it.
+    """
+
+    window_start: str
+    window_end: str
+    field: str
+    value: str
+    count: int
+    final: bool
+
+
+class LateCount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """Late logins of one window, field value and batch: not counted in the window."""
 
     window_start: str
     window_end: str

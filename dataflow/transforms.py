@@ -1,8 +1,8 @@
-"""Filter, enrich and dead-letter steps: plain functions over batches.
+"""Enrich and dead-letter steps: plain functions over one partition's batch.
 
-Each step is a small callable object built once from the settings and used
-with ``op.flat_map_batch``, so the per-record work is a tight Python loop and
-the counters move once per batch.
+Each step is a small callable object built once from the settings and used with
+``op.flat_map`` on a ``SourceBatch`` (``dataflow.batches``), so the per-record
+work is a tight Python loop and the counters move once per batch.
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ from collections import Counter as Tally
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from dataflow import metrics
 from dataflow.deadletters import dead_letter_headers, source_headers
-from dataflow.schemas import ENCODER, Accepted, KafkaRecord, OutRecord, ProcessedLogin, Rejected
+from dataflow.schemas import ENCODER, Accepted, KafkaRecord, OutRecord, ProcessedLogin
 from dataflow.settings import Settings
+
+if TYPE_CHECKING:
+    from dataflow.batches import SourceBatch
 
 Now = Callable[[], datetime]
 
@@ -49,23 +53,6 @@ def source_timestamp_ms(record: KafkaRecord) -> int | None:
     return value if kind and value >= 0 else None
 
 
-class LoginFilter:
-    """Drops records on purpose (excluded locales) and counts them by reason."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._excluded = settings.excluded_locales
-
-    def __call__(self, batch: list[Accepted]) -> list[Accepted]:
-        if not self._excluded:
-            return batch
-        excluded = self._excluded
-        kept = [a for a in batch if a.login.locale.upper() not in excluded]
-        dropped = len(batch) - len(kept)
-        if dropped:
-            metrics.FILTERED.labels("excluded_locale").inc(dropped)
-        return kept
-
-
 class Enricher:
     """Accepted login -> processed record for OUTPUT_TOPIC, keyed by user_id."""
 
@@ -85,12 +72,12 @@ class Enricher:
             accepted.timestamp, iso_utc(accepted.timestamp), processed_at,
         )
 
-    def __call__(self, batch: list[Accepted]) -> list[OutRecord]:
+    def __call__(self, batch: SourceBatch) -> list[OutRecord]:
         processed_at = self._now().isoformat(timespec="milliseconds")
         topic, encode, enrich = self._topic, ENCODER.encode, self.enrich
         out: list[OutRecord] = []
         append = out.append
-        for a in batch:
+        for a in batch.accepted:
             source = a.source
             kind, timestamp = source.timestamp()
             append((topic, a.login.user_id.encode(), encode(enrich(a, processed_at)),
@@ -106,14 +93,16 @@ class DeadLetterer:
         self._topic = settings.dlq_topic
         self._now = now
 
-    def __call__(self, batch: list[Rejected]) -> list[OutRecord]:
+    def __call__(self, batch: SourceBatch) -> list[OutRecord]:
+        if not batch.rejected:
+            return []
         failed_at = self._now()
         out: list[OutRecord] = []
-        for rejected in batch:
+        for rejected in batch.rejected:
             source = rejected.source
             headers = dead_letter_headers(rejected, failed_at)
             out.append((self._topic, source.key(), source.value(), headers,
                         source_timestamp_ms(source)))
-        for reason, n in Tally(r.reason for r in batch).items():
+        for reason, n in Tally(r.reason for r in batch.rejected).items():
             metrics.DEAD_LETTERED.labels(reason).inc(n)
         return out

@@ -1,139 +1,209 @@
-"""Event-time tumbling-window counts per field value.
+"""Event-time tumbling windows, counted in shards: when a window is written, what is late.
 
-Counting every record through Bytewax's window operator costs a Python call
-per record; instead each batch is first reduced to partial counts, one per
-(field, value, window), and only those go through ``fold_window``. A partial
-count carries the latest event time it covers, so the per-key watermark moves
-as it would per record; a partial count for a window that has closed comes out
-on ``WindowOut.late`` with the number of events it stands for.
+Windows are ``[start, start + WINDOW_SECONDS)``, aligned to the epoch. Each input
+partition decides lateness for its own events and sends partial counts of the
+events on time, with its watermark, to the shard of each (field, value)
+(``dataflow.batches``, ``dataflow.watermarks``). Each shard then applies:
+
+- **The job's watermark** is the minimum of the watermarks of the partitions that
+  hold windows back: every partition that is neither finished (``STOP_AT_END``
+  read it to its end) nor idle (caught up and quiet for ``IDLE_PARTITION_SECONDS``).
+  A partition that has read no event yet holds everything back. When no
+  partition holds, it is the highest watermark any partition has reached.
+- **A window is written once the job's watermark reaches its end**, with
+  ``"final": true``, and its state is dropped. The point up to which windows are
+  written only moves forward.
+- **Late**: an event older than its own partition's watermark is late (decided
+  in the partition, so it is deterministic). It is not counted, it goes to
+  ``LATE_TOPIC``, and it is still processed. The one other way to be late: a
+  partition that was idle or finished comes back with events for a window that
+  was already written meanwhile; those go to ``LATE_TOPIC`` too. This depends on
+  when the partition went idle, so it is the one case where the counts depend on
+  timing, not only on the topic's contents.
+- **End of a finite run**: every window still open is written with
+  ``"final": false`` and stays in the recovery state; a later run that completes
+  it writes the complete count with ``"final": true``.
+
+So, for a given input topic, the final counts and late counts are a deterministic
+function of its contents, the same on 1 or N processes, with any batch size and
+across restarts with recovery (barring the idle case above). Count records are
+keyed ``field:value@window_start``: a later record for a window supersedes an
+earlier one, also in a compacted topic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
-from bytewax.operators import KeyedStream
-from bytewax.operators import windowing as win
+from bytewax.operators import StatefulBatchLogic
 
 from dataflow import metrics
-from dataflow.schemas import ENCODER, Accepted, OutRecord, WindowCount
+from dataflow.batches import SourceBatch, WindowKey
+from dataflow.schemas import ENCODER, LateCount, OutRecord, WindowCount
 from dataflow.settings import Settings
-from dataflow.transforms import iso_utc, normal_device_type
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-UNKNOWN = "unknown"
+from dataflow.transforms import iso_utc
+from dataflow.watermarks import ACTIVE, ShardUpdate
 
 
-class PartialCount(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """Logins of one batch for one field value in one window."""
+class WindowTotal(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A window's count for one field value, as a shard writes it."""
 
+    start: int
     field: str
     value: str
-    window_start: int
     count: int
-    latest: int  # latest event time covered, epoch seconds
+    final: bool
 
 
-FIELD_GETTERS: dict[str, Callable[[Accepted], str]] = {
-    "device_type": lambda a: normal_device_type(a.login.device_type) or UNKNOWN,
-    "locale": lambda a: a.login.locale.upper(),
-    "app_version": lambda a: a.login.app_version,
-    "ip_version": lambda a: str(a.ip_version),
-    "user_id": lambda a: a.login.user_id,
-    "device_id": lambda a: a.login.device_id,
-}
+class ShardLate(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """Events of a returning idle or finished partition for a window already written."""
+
+    start: int
+    field: str
+    value: str
+    count: int
 
 
-class PreCounter:
-    """Batch of accepted logins -> keyed partial counts for the window operator."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._length = settings.window_seconds
-        self._getters = [(name, FIELD_GETTERS[name]) for name in settings.count_fields]
-
-    def __call__(self, batch: list[Accepted]) -> list[tuple[str, PartialCount]]:
-        length = self._length
-        tally: dict[tuple[str, str, int], list[int]] = {}
-        for accepted in batch:
-            ts = accepted.timestamp
-            start = ts - ts % length
-            for name, getter in self._getters:
-                key = (name, getter(accepted), start)
-                slot = tally.get(key)
-                if slot is None:
-                    tally[key] = [1, ts]
-                else:
-                    slot[0] += 1
-                    if ts > slot[1]:
-                        slot[1] = ts
-        return [
-            (f"{name}:{value}", PartialCount(name, value, start, count, latest))
-            for (name, value, start), (count, latest) in tally.items()
-        ]
+ShardOut = WindowTotal | ShardLate
 
 
-def _event_time(partial: PartialCount) -> datetime:
-    return datetime.fromtimestamp(partial.latest, UTC)
+class ShardState(msgspec.Struct, gc=False):
+    """Everything one shard keeps: the partitions' marks and its open windows."""
+
+    partitions: int = 0
+    marks: dict[int, tuple[int | None, str]] = msgspec.field(default_factory=dict)
+    written_through: int | None = None
+    windows: dict[int, dict[tuple[str, str], int]] = msgspec.field(default_factory=dict)
 
 
-def _fold(state: tuple[int, int], partial: PartialCount) -> tuple[int, int]:
-    return partial.window_start, state[1] + partial.count
+def job_watermark(partitions: int, marks: dict[int, tuple[int | None, str]]) -> int | None:
+    """Minimum over the partitions that hold windows back; see the module docstring."""
+    holding = [marks.get(p, (None, ACTIVE)) for p in range(partitions)]
+    holding_marks = [wm for wm, state in holding if state == ACTIVE]
+    if holding_marks:
+        return None if None in holding_marks else min(holding_marks)  # type: ignore[type-var]
+    known = [wm for wm, _ in marks.values() if wm is not None]
+    return max(known) if known else None
 
 
-def _merge(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
-    return a[0], a[1] + b[1]
+class ShardWindows:
+    """The open windows of one shard (pure logic, tested without Bytewax)."""
+
+    def __init__(self, length: int, state: ShardState | None = None) -> None:
+        self.length = length
+        self.state = state or ShardState()
+
+    def apply(self, updates: Iterable[ShardUpdate]) -> list[ShardOut]:
+        """Add partial counts, record watermarks, write the windows the watermark passed."""
+        s, length = self.state, self.length
+        late: list[ShardOut] = []
+        for update in updates:
+            through = s.written_through
+            for start, field, value, n in update.counts:
+                if through is not None and start + length <= through:
+                    late.append(ShardLate(start, field, value, n))
+                    continue
+                window = s.windows.setdefault(start, {})
+                key = (field, value)
+                window[key] = window.get(key, 0) + n
+            s.marks[update.partition] = (update.watermark, update.state)
+            s.partitions = max(s.partitions, update.partitions)
+        mark = job_watermark(s.partitions, s.marks)
+        if mark is not None and (s.written_through is None or mark > s.written_through):
+            s.written_through = mark
+        return [*late, *self._write(final=True)]
+
+    def provisional(self) -> list[ShardOut]:
+        """Every open window, written as not final (end of a finite run); all are kept."""
+        return self._write(final=False)
+
+    def _write(self, final: bool) -> list[ShardOut]:
+        s, length = self.state, self.length
+        out: list[ShardOut] = []
+        for start in sorted(s.windows):
+            if final and (s.written_through is None or start + length > s.written_through):
+                break
+            window = s.windows.pop(start) if final else s.windows[start]
+            out.extend(WindowTotal(start, field, value, n, final)
+                       for (field, value), n in sorted(window.items()))
+        return out
+
+    def snapshot(self) -> ShardState:
+        s = self.state
+        return ShardState(s.partitions, dict(s.marks), s.written_through,
+                          {start: dict(counts) for start, counts in s.windows.items()})
 
 
-def count_windows(
-    step_id: str, partials: KeyedStream[PartialCount], settings: Settings
-) -> win.WindowOut[PartialCount, tuple[int, int]]:
-    """Tumbling event-time windows aligned to the epoch; state is (window_start, count)."""
-    clock = win.EventClock(
-        _event_time, wait_for_system_duration=timedelta(seconds=settings.allowed_lateness_seconds)
-    )
-    windower = win.TumblingWindower(length=timedelta(seconds=settings.window_seconds),
-                                    align_to=EPOCH)
-    return win.fold_window(step_id, partials, clock, windower, lambda: (0, 0), _fold, _merge,
-                           ordered=False)
+class ShardLogic(StatefulBatchLogic[ShardUpdate, ShardOut, ShardState]):
+    """Bytewax glue: one shard's windows; no timers (updates drive everything)."""
+
+    def __init__(self, length: int, resume: ShardState | None) -> None:
+        self.windows = ShardWindows(length, resume)
+
+    def on_batch(self, values: list[ShardUpdate]) -> tuple[Iterable[ShardOut], bool]:
+        return self.windows.apply(values), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[ShardOut], bool]:
+        return self.windows.provisional(), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> ShardState:
+        return self.windows.snapshot()
 
 
-def window_record(field: str, value: str, start: int, length: int, count: int) -> WindowCount:
-    """The JSON record of one window count."""
-    return WindowCount(
-        window_start=iso_utc(start), window_end=iso_utc(start + length),
-        field=field, value=value, count=count,
-    )
+def count_key(field: str, value: str, start: int) -> bytes:
+    """Key of a count record: one key per (field, value, window), so later supersedes earlier."""
+    return f"{field}:{value}@{iso_utc(start)}".encode()
 
 
 class CountWriter:
-    """Closed window (key, (window_id, (start, count))) -> record for COUNTS_TOPIC."""
+    """Shard output -> records for COUNTS_TOPIC (and LATE_TOPIC for returning partitions).
+
+    Their Kafka timestamp is the time of writing (None): event times can be far in the
+    past (retention would delete them at once) or ahead (brokers refuse > 1 h).
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self._topic = settings.counts_topic
+        self._counts = settings.counts_topic
+        self._late = settings.late_topic
         self._length = settings.window_seconds
 
-    def __call__(self, item: tuple[str, tuple[int, tuple[int, int]]]) -> OutRecord:
-        key, (_window_id, (start, count)) = item
-        field, _, value = key.partition(":")
-        record = window_record(field, value, start, self._length, count)
-        return (self._topic, key.encode(), ENCODER.encode(record), None,
-                (start + self._length) * 1000)
+    def __call__(self, item: tuple[str, ShardOut]) -> list[OutRecord]:
+        _shard, out = item
+        start, end = iso_utc(out.start), iso_utc(out.start + self._length)
+        if type(out) is WindowTotal:
+            metrics.WINDOWS_WRITTEN.labels("true" if out.final else "false").inc()
+            record = WindowCount(start, end, out.field, out.value, out.count, out.final)
+            return [(self._counts, count_key(out.field, out.value, out.start),
+                     ENCODER.encode(record), None, None)]
+        metrics.LATE.labels(out.field).inc(out.count)
+        late = LateCount(start, end, out.field, out.value, out.count)
+        return [(self._late, count_key(out.field, out.value, out.start), ENCODER.encode(late),
+                 None, None)]
 
 
 class LateWriter:
-    """Partial counts that missed their window -> records for LATE_TOPIC, counted."""
+    """A batch's late events -> records for LATE_TOPIC, counted by field."""
 
     def __init__(self, settings: Settings) -> None:
         self._topic = settings.late_topic
         self._length = settings.window_seconds
 
-    def __call__(self, batch: list[tuple[str, tuple[int, PartialCount]]]) -> list[OutRecord]:
-        out: list[OutRecord] = []
-        for key, (_window_id, p) in batch:
-            record = window_record(p.field, p.value, p.window_start, self._length, p.count)
-            out.append((self._topic, key.encode(), ENCODER.encode(record), None, p.latest * 1000))
-            metrics.LATE.labels(p.field).inc(p.count)
-        return out
+    def __call__(self, batch: SourceBatch) -> list[OutRecord]:
+        if not batch.late:
+            return []
+        return [self._record(key, n) for key, n in batch.late.items()]
+
+    def _record(self, key: WindowKey, n: int) -> OutRecord:
+        start, field, value = key
+        metrics.LATE.labels(field).inc(n)
+        record = LateCount(iso_utc(start), iso_utc(start + self._length), field, value, n)
+        return (self._topic, count_key(field, value, start), ENCODER.encode(record), None, None)
+
+
+def shard_logic(settings: Settings) -> Any:
+    """The builder ``op.stateful_batch`` calls with each shard's saved state."""
+    length = settings.window_seconds
+    return lambda resume: ShardLogic(length, resume)
 

@@ -3,7 +3,9 @@
 Same arguments and environment as ``bytewax.run``. Ctrl-C or SIGTERM ends the
 process with exit code 130 and no traceback; a failure of ours (a
 ``PipelineError`` such as a delivery that Kafka refused) ends it with exit code
-1 and one line naming what failed, instead of a chained traceback.
+1 and one line naming what failed, instead of a chained traceback. After a
+finite run (``STOP_AT_END``) that succeeded, it commits the end offsets to
+``CONSUMER_GROUP``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from bytewax.errors import BytewaxRuntimeError
 
 from dataflow.errors import PipelineError
+from dataflow.source import commit_finished
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -50,6 +53,7 @@ def main() -> int:
             raise
         print(f"login-dataflow: error: {type(ours).__name__}: {ours}", file=sys.stderr)
         return 1
+    commit_finished()  # a finite run succeeded: its end offsets are fully written
     return 0
 
 

@@ -57,3 +57,45 @@ def login_bytes(**changes: Any) -> bytes:
     """The documented sample with some fields changed (None removes a field)."""
     doc = {**SAMPLE, **changes}
     return json.dumps({k: v for k, v in doc.items() if v is not None}).encode()
+
+
+class ListReader:
+    """A PartitionReader over a list of records: fixed-size batches, done at the end
+    (unless ``live``: then it waits for more, like a partition without STOP_AT_END)."""
+
+    def __init__(self, records: list[FakeRecord], batch_size: int, position: int = 0,
+                 live: bool = False) -> None:
+        self._records = records
+        self._batch_size = batch_size
+        self._live = live
+        self.position = position
+        self.done = not live and position >= len(records)
+        self.committed: list[int] = []
+
+    def read(self) -> list[FakeRecord]:
+        batch = self._records[self.position:self.position + self._batch_size]
+        self.position += len(batch)
+        self.done = not self._live and self.position >= len(self._records)
+        return batch
+
+    def caught_up(self) -> bool:
+        return self.position >= len(self._records)
+
+    def commit(self, offset: int) -> None:
+        self.committed.append(offset)
+
+    def close(self) -> None:
+        pass
+
+
+def list_source(settings: Any, records: list[FakeRecord], batch_size: int = 100,
+                partitions: int = 2) -> Any:
+    """The job's LoginSource over FakeRecords, by their partition, in offset order."""
+    from dataflow.source import LoginSource
+
+    by_partition: dict[int, list[FakeRecord]] = {p: [] for p in range(partitions)}
+    for record in records:
+        by_partition[record.partition()].append(record)
+    return LoginSource(
+        settings, lambda _s, p, resume: ListReader(by_partition[p], batch_size, resume or 0),
+        partitions=list(by_partition))

@@ -139,7 +139,7 @@ def job_env(bootstrap: str, topics: dict[str, str], summaries: Path,
         "INPUT_TOPIC": topics["input"], "OUTPUT_TOPIC": topics["output"],
         "DLQ_TOPIC": topics["dlq"], "COUNTS_TOPIC": topics["counts"],
         "LATE_TOPIC": topics["late"],
-        "STOP_AT_END": "true", "ALLOWED_LATENESS_SECONDS": "3600",
+        "STOP_AT_END": "true",
         "EXCLUDED_LOCALES": "BY", "RUN_SUMMARY_DIR": str(summaries), "LOG_FORMAT": "json",
     })
     env.update(overrides)
@@ -281,10 +281,13 @@ class Watcher:
         self._consumer.close()
 
 
-def run_job(bootstrap: str, topics: dict[str, str], processes: int, summaries: Path) -> None:
+def run_job(bootstrap: str, topics: dict[str, str], processes: int, summaries: Path,
+            recovery: Path | None = None, **overrides: str) -> None:
     """`python -m dataflow run --processes N` with STOP_AT_END, as a user runs it; must succeed."""
     cmd = [sys.executable, "-m", "dataflow", "run", "--processes", str(processes),
            "--base-port", str(free_ports(processes))]
-    done = subprocess.run(cmd, cwd=ROOT, env=job_env(bootstrap, topics, summaries),
+    if recovery is not None:
+        cmd += ["-r", str(recovery), "-s", "1", "-b", "0"]
+    done = subprocess.run(cmd, cwd=ROOT, env=job_env(bootstrap, topics, summaries, **overrides),
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -80,6 +80,7 @@ class Expected:
     bad: dict[Source, tuple[bytes, bytes | None, str]] = field(default_factory=dict)
     filtered: set[Source] = field(default_factory=set)
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    late: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     @property
     def written(self) -> int:
@@ -100,17 +101,46 @@ def login_stream(n: int) -> tuple[list[tuple[bytes, bytes | None, int]], Expecte
             value = login_bytes(user_id=key.decode(), locale="BY", timestamp=BASE)
             expect.filtered.add(where)
         else:
-            timestamp = BASE + (i * 7919) % (60 * WINDOWS)
+            # Mostly in order, each event up to 12 s older than its place: out of order
+            # within the default lateness (10 s), and some beyond it.
+            timestamp = BASE + (i * 60 * WINDOWS) // n - (i * 7919) % 13
             device = ("android", "iOS", None)[(i // 3) % 3]
             locale = ("US", "de", "fr", "PT")[i % 4]
             value = login_bytes(user_id=key.decode(), timestamp=timestamp,
                                 device_type=device, locale=locale)
             expect.good.add(where)
-            start = iso_utc(timestamp - timestamp % 60)
-            expect.counts[(start, "device_type", (device or "unknown").lower())] += 1
-            expect.counts[(start, "locale", locale.upper())] += 1
         records.append((key, value, where[0]))
+    expect.counts, expect.late = reference_windows(
+        [(partition, value) for i, (_k, value, partition) in enumerate(records)
+         if (i % PARTITIONS, i // PARTITIONS) in expect.good and value is not None])
     return records, expect
+
+
+def reference_windows(events: list[tuple[int, bytes]], lateness: int = 10, length: int = 60,
+                      fields: tuple[str, ...] = ("device_type", "locale"),
+                      ) -> tuple[Counter[tuple[str, str, str]], Counter[tuple[str, str, str]]]:
+    """The documented window semantics, written plainly: per partition in offset order, an
+    event more than ``lateness`` older than the newest before it is late; the others count.
+
+    ``events`` are (partition, value) of the valid, not excluded logins in produce order.
+    Returns (counts, late), keyed (window_start ISO, field, value).
+    """
+    newest: dict[int, int] = {}
+    counts: Counter[tuple[str, str, str]] = Counter()
+    late: Counter[tuple[str, str, str]] = Counter()
+    for partition, value in events:
+        doc = json.loads(value)
+        ts = int(doc["timestamp"])
+        values = {"device_type": (doc.get("device_type") or "unknown").lower(),
+                  "locale": doc["locale"].upper()}
+        tally = counts
+        if partition in newest and ts < newest[partition] - lateness:
+            tally = late
+        else:
+            newest[partition] = max(ts, newest.get(partition, ts))
+        for name in fields:
+            tally[(iso_utc(ts - ts % length), name, values[name])] += 1
+    return counts, late
 
 
 @dataclass

@@ -28,8 +28,7 @@ def settings(kafka_bootstrap: str, make_topic: Callable[..., str],
     """Fresh topics for one finite run, also named in the environment for the CLI."""
     built = Settings(bootstrap_servers=kafka_bootstrap, input_topic=make_topic(3),
                      output_topic=make_topic(3), dlq_topic=make_topic(2),
-                     counts_topic=make_topic(), late_topic=make_topic(), stop_at_end=True,
-                     allowed_lateness_seconds=3600)
+                     counts_topic=make_topic(), late_topic=make_topic(), stop_at_end=True)
     for name, value in (("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap),
                         ("INPUT_TOPIC", built.input_topic), ("DLQ_TOPIC", built.dlq_topic)):
         monkeypatch.setenv(name, value)

@@ -1,4 +1,4 @@
-"""Filter, enrichment and dead-letter records built from parsed logins."""
+"""Enrichment and dead-letter records built from parsed logins."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from dataflow.batches import SourceBatch
 from dataflow.parsing import parse
 from dataflow.schemas import Accepted, ProcessedLogin, Rejected
 from dataflow.settings import Settings
-from dataflow.transforms import DeadLetterer, Enricher, LoginFilter, version_parts
+from dataflow.transforms import DeadLetterer, Enricher, version_parts
 from tests.records import FakeRecord, login_bytes
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, 123000, tzinfo=UTC)
@@ -22,10 +23,15 @@ def _accepted(**changes: object) -> Accepted:
     return result
 
 
+def _batch(*items: Accepted | Rejected) -> SourceBatch:
+    return SourceBatch([i for i in items if isinstance(i, Accepted)],
+                       [i for i in items if isinstance(i, Rejected)], {})
+
+
 def test_enrich_normalises_and_adds_fields() -> None:
     """Output has an int timestamp, upper locale, lower device type, ISO times, version parts."""
     [(topic, key, value, headers, ts)] = Enricher(Settings(), now=lambda: NOW)(
-        [_accepted(locale="ru", device_type="iOS", app_version="2.10.x")])
+        _batch(_accepted(locale="ru", device_type="iOS", app_version="2.10.x")))
     out = msgspec.json.decode(value, type=ProcessedLogin)
     assert topic == "processed-user-login"
     assert key == b"424cdd21-063a-43a7-b91b-7ca1a833afae"
@@ -41,14 +47,9 @@ def test_enrich_normalises_and_adds_fields() -> None:
 
 def test_missing_device_type_stays_null_in_output() -> None:
     """A login without device_type is processed with device_type null."""
-    [(_, _, value, _, _)] = Enricher(Settings(), now=lambda: NOW)([_accepted(device_type=None)])
+    enrich = Enricher(Settings(), now=lambda: NOW)
+    [(_, _, value, _, _)] = enrich(_batch(_accepted(device_type=None)))
     assert json.loads(value)["device_type"] is None
-
-
-def test_filter_drops_excluded_locales_case_insensitively() -> None:
-    """EXCLUDED_LOCALES drops matching locales whatever their case."""
-    keep = LoginFilter(Settings(excluded_locales=frozenset({"RU"})))
-    assert keep([_accepted(locale="ru"), _accepted(locale="US")]) == [_accepted(locale="US")]
 
 
 def test_dead_letter_keeps_bytes_key_headers_and_adds_context() -> None:
@@ -57,7 +58,7 @@ def test_dead_letter_keeps_bytes_key_headers_and_adds_context() -> None:
                         _partition=3, _offset=99)
     rejected = parse(record)
     assert isinstance(rejected, Rejected)
-    [(topic, key, value, headers, _)] = DeadLetterer(Settings(), now=lambda: NOW)([rejected])
+    [(topic, key, value, headers, _)] = DeadLetterer(Settings(), now=lambda: NOW)(_batch(rejected))
     assert (topic, key, value) == ("user-login-dlq", b"\x00key", b"\xff{")
     assert headers == [
         ("trace", b"\x01"),
@@ -74,7 +75,7 @@ def test_null_value_dead_letter_stays_null() -> None:
     """A record with a null value becomes a dead letter whose value is still null."""
     rejected = parse(FakeRecord(None))
     assert isinstance(rejected, Rejected)
-    [(_, _, value, _, _)] = DeadLetterer(Settings(), now=lambda: NOW)([rejected])
+    [(_, _, value, _, _)] = DeadLetterer(Settings(), now=lambda: NOW)(_batch(rejected))
     assert value is None
 
 

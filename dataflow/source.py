@@ -1,0 +1,144 @@
+"""The job's source: each input partition read, processed and timed in partition order.
+
+A ``FixedPartitionedSource`` with one partition of the job per Kafka partition
+(the unit of parallelism). Each one reads a batch (``PartitionReader``), runs it
+through its ``PartitionProcessor`` (parse, dead letters, filter, lateness,
+partial counts) and emits a ``SourceBatch`` for the write path plus
+``(shard, ShardUpdate)`` pairs for the window shards. Its recovery snapshot is
+the next offset together with the partition's event-time clock, so both always
+agree. It also:
+
+- declares the partition idle once it is caught up with the log end and has had
+  no record for ``IDLE_PARTITION_SECONDS``, and finished at the end of a
+  ``STOP_AT_END`` run;
+- polls an empty partition every ``EMPTY_POLL_PAUSE`` instead of Bytewax's 1 ms;
+- commits the offset of the previous snapshot to ``CONSUMER_GROUP`` once the next
+  batch is asked for: Bytewax asks for it only after everything of the previous
+  epoch is written, so a committed offset never passes an unwritten record. The
+  end of a finite run is committed by ``commit_finished`` once the run succeeded
+  (``dataflow.worker`` calls it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from dataflow.batches import PartitionProcessor
+from dataflow.kafka_source import PartitionReader, list_partitions
+from dataflow.schemas import KafkaRecord
+from dataflow.settings import Settings
+from dataflow.watermarks import ACTIVE, ClockState
+
+EMPTY_POLL_PAUSE = timedelta(milliseconds=10)
+# Partitions that a finite run read to their end in this process: committed only
+# once the whole run has succeeded (their last outputs are written by then).
+_FINISHED: dict[int, tuple[Settings, int]] = {}
+# What a partition saves: (next offset, event-time clock). Older snapshots saved the offset.
+SavedPartition = tuple[int, ClockState]
+
+
+class Reader(Protocol):
+    """What a partition needs of its Kafka reader (tests give a list-backed one)."""
+
+    position: int
+    done: bool
+
+    def read(self) -> list[KafkaRecord]: ...
+    def caught_up(self) -> bool: ...
+    def commit(self, offset: int) -> None: ...
+    def close(self) -> None: ...
+
+
+ReaderFactory = Callable[[Settings, int, "int | None"], Reader]
+
+
+class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
+    def __init__(self, settings: Settings, partition: int, partitions: int,
+                 resume: SavedPartition | int | None, make_reader: ReaderFactory) -> None:
+        offset, clock = (resume, None) if resume is None or isinstance(resume, int) else resume
+        self._settings = settings
+        self._partition = partition
+        self._reader = make_reader(settings, partition, offset)
+        self._processor = PartitionProcessor(settings, partition, partitions, clock)
+        self._idle_after = settings.idle_partition_seconds
+        self._quiet_since = time.monotonic()
+        self._announced = False
+        self._finished = False
+        self._empty = False
+        self._to_commit: int | None = None
+
+    def next_batch(self) -> list[Any]:
+        if self._finished:
+            raise StopIteration
+        if self._to_commit is not None:
+            self._reader.commit(self._to_commit)
+            self._to_commit = None
+        out: list[Any] = []
+        if not self._announced:
+            out += self._processor.announce()
+            self._announced = True
+        records = self._reader.read()
+        self._empty = not records
+        if records:
+            self._quiet_since = time.monotonic()
+            out += self._processor.process(records)
+        elif (self._processor.clock.state == ACTIVE and self._reader.caught_up()
+              and time.monotonic() - self._quiet_since >= self._idle_after):
+            out += self._processor.set_idle()
+        if self._reader.done:
+            out += self._processor.set_finished()
+            self._finished = True
+            _FINISHED[self._partition] = (self._settings, self._reader.position)
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return datetime.now(UTC) + EMPTY_POLL_PAUSE if self._empty else None
+
+    def snapshot(self) -> SavedPartition:
+        self._to_commit = self._reader.position
+        return (self._reader.position, self._processor.snapshot())
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def commit_finished() -> int:
+    """Commit the end offsets of the partitions this process finished; how many it did.
+
+    Call only after the run succeeded: everything read is written by then."""
+    done = 0
+    while _FINISHED:
+        partition, (settings, position) = _FINISHED.popitem()
+        reader = PartitionReader(settings, partition, position)
+        try:
+            reader.commit(position, asynchronous=False)
+            done += 1
+        finally:
+            reader.close()
+    return done
+
+
+class LoginSource(FixedPartitionedSource[Any, SavedPartition]):
+    """Every partition of INPUT_TOPIC, each read and timed on its own."""
+
+    def __init__(self, settings: Settings, make_reader: ReaderFactory = PartitionReader,
+                 partitions: list[int] | None = None) -> None:
+        self._settings = settings
+        self._make_reader = make_reader
+        self._partitions = partitions
+
+    def list_parts(self) -> list[str]:
+        if self._partitions is None:
+            self._partitions = list_partitions(self._settings, self._settings.input_topic)
+        return [str(p) for p in self._partitions]
+
+    def build_part(self, step_id: str, for_part: str,
+                   resume_state: SavedPartition | int | None) -> _LoginPartition:
+        count = max(int(p) for p in self.list_parts()) + 1
+        return _LoginPartition(self._settings, int(for_part), count, resume_state,
+                               self._make_reader)

@@ -1,0 +1,91 @@
+"""One partition's batch: lateness in partition order, future events, partial counts, updates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dataflow.batches import PartitionProcessor, SourceBatch
+from dataflow.settings import Settings
+from dataflow.watermarks import FINISHED, IDLE, SHARD_KEYS, ShardUpdate, shard_key
+from tests.records import FakeRecord, login_bytes
+
+NOW = 1_700_000_000.0
+BASE = 1_694_479_500
+
+
+def _processor(**changes: Any) -> PartitionProcessor:
+    settings = Settings(count_fields=("locale",), **changes)
+    return PartitionProcessor(settings, partition=0, partitions=1, now=lambda: NOW)
+
+
+def _records(*stamps: int, locale: str = "US") -> list[FakeRecord]:
+    return [FakeRecord(login_bytes(timestamp=ts, locale=locale), _offset=i)
+            for i, ts in enumerate(stamps)]
+
+
+def _split(out: list[Any]) -> tuple[SourceBatch, list[tuple[str, ShardUpdate]]]:
+    return out[0], out[1:]
+
+
+def _counted(updates: list[tuple[str, ShardUpdate]]) -> dict[tuple[int, str, str], int]:
+    return {(s, f, v): n for _, u in updates for s, f, v, n in u.counts}
+
+
+def test_lateness_is_decided_in_partition_order_whatever_the_batches() -> None:
+    """Out of order within the lateness counts; beyond it is late; same for any batch size."""
+    stamps = (BASE + 20, BASE + 12, BASE + 9, BASE + 30, BASE + 19, BASE + 61)
+    results = []
+    for size in (1, 2, 6):
+        processor, late, counted = _processor(), {}, {}
+        for i in range(0, len(stamps), size):
+            batch, updates = _split(processor.process(_records(*stamps[i:i + size])))
+            late.update({k: late.get(k, 0) + n for k, n in batch.late.items()})
+            for key, n in _counted(updates).items():
+                counted[key] = counted.get(key, 0) + n
+        results.append((late, counted, processor.clock.newest))
+    assert results[0] == results[1] == results[2]
+    late, counted, newest = results[0]
+    assert late == {(BASE, "locale", "US"): 2}  # BASE+9 (11 s older) and BASE+19 (11 s)
+    assert counted == {(BASE, "locale", "US"): 3, (BASE + 60, "locale", "US"): 1}
+    assert newest == BASE + 61
+
+
+def test_event_far_ahead_is_dead_lettered_and_moves_no_watermark() -> None:
+    """An event a day ahead of the job's clock becomes a future_timestamp dead letter."""
+    processor = _processor()
+    batch, _ = _split(processor.process(_records(BASE, int(NOW) + 86_400, BASE + 1)))
+    assert [r.reason for r in batch.rejected] == ["future_timestamp"]
+    assert "ahead of the job's clock" in batch.rejected[0].detail
+    assert processor.clock.newest == BASE + 1
+    assert len(batch.accepted) == 2
+
+
+def test_excluded_locales_are_filtered_before_counting() -> None:
+    """Excluded events are not processed, not counted and do not move the clock."""
+    processor = _processor(excluded_locales=frozenset({"RU"}))
+    batch, updates = _split(processor.process(_records(BASE + 50, locale="ru")))
+    assert batch.accepted == [] and _counted(updates) == {}
+    assert processor.clock.watermark is None
+
+
+def test_every_shard_hears_of_a_new_watermark_window_and_of_state_changes() -> None:
+    """Partial counts go to their own shard; a watermark crossing a window end, idle and
+    finished are announced to all shards."""
+    processor = _processor()
+    first = _split(processor.process(_records(BASE + 30)))[1]
+    assert [k for k, _ in first] == list(SHARD_KEYS)  # first watermark: everyone
+    same_window = _split(processor.process(_records(BASE + 40)))[1]
+    assert [k for k, _ in same_window] == [shard_key("locale", "US")]
+    assert {u.state for _, u in processor.set_idle()} == {IDLE}
+    assert len(processor.set_finished()) == len(SHARD_KEYS)
+    assert processor.clock.state == FINISHED
+
+
+def test_idle_partition_takes_part_again_with_its_next_record() -> None:
+    """After idle, the next batch makes the partition active again, announced everywhere."""
+    processor = _processor()
+    processor.process(_records(BASE))
+    processor.set_idle()
+    updates = _split(processor.process(_records(BASE + 1)))[1]
+    assert len(updates) == len(SHARD_KEYS)
+    assert {u.state for _, u in updates} == {"active"}

@@ -1,0 +1,86 @@
+"""The source partition: announces itself, goes idle when caught up and quiet, finishes,
+saves its offset with its clock, and commits only what a previous snapshot saved."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dataflow.batches import SourceBatch
+from dataflow.settings import Settings
+from dataflow.source import LoginSource
+from dataflow.watermarks import ACTIVE, FINISHED, IDLE, SHARD_KEYS, ClockState
+from tests.records import FakeRecord, ListReader, login_bytes
+
+BASE = 1_694_479_500
+
+
+def _part(records: list[FakeRecord], resume: Any = None, live: bool = False,
+          **changes: Any) -> tuple[Any, ListReader]:
+    readers: list[ListReader] = []
+
+    def make(_settings: Settings, _p: int, offset: int | None) -> ListReader:
+        readers.append(ListReader(records, 2, offset or 0, live))
+        return readers[-1]
+
+    source = LoginSource(Settings(**changes), make, partitions=[0])
+    return source.build_part("read", "0", resume), readers[0]
+
+
+def _states(out: list[Any]) -> set[str]:
+    return {u.state for item in out if not isinstance(item, SourceBatch) for _, u in [item]}
+
+
+def test_partition_announces_itself_to_every_shard_first() -> None:
+    """The first batch tells every shard the partition exists, so windows wait for it."""
+    part, _ = _part([FakeRecord(login_bytes(timestamp=BASE))] * 3)
+    out = part.next_batch()
+    assert {k for item in out if not isinstance(item, SourceBatch) for k in [item[0]]} \
+        == set(SHARD_KEYS)
+
+
+def test_caught_up_quiet_partition_goes_idle_after_the_idle_time() -> None:
+    """Caught up and quiet for IDLE_PARTITION_SECONDS: idle, announced once."""
+    part, _ = _part([], live=True, idle_partition_seconds=1)
+    part.next_batch()
+    assert _states(part.next_batch()) <= {ACTIVE}
+    time.sleep(1.05)
+    assert _states(part.next_batch()) == {IDLE}
+    assert part.next_batch() == []
+    assert part.next_awake() is not None  # an empty partition is not polled every 1 ms
+
+
+def test_finished_partition_says_so_then_stops() -> None:
+    """At the end of a finite run the partition announces it is finished, then ends."""
+    part, _ = _part([FakeRecord(login_bytes(timestamp=BASE), _offset=0)])
+    assert FINISHED in _states(part.next_batch())
+    try:
+        part.next_batch()
+    except StopIteration:
+        return
+    raise AssertionError("the partition did not stop")
+
+
+def test_snapshot_saves_offset_with_clock_and_commits_it_on_the_next_batch() -> None:
+    """A snapshot is (offset, clock); its offset is committed only when the next batch is
+    asked for (everything before it is written by then)."""
+    records = [FakeRecord(login_bytes(timestamp=BASE + i), _offset=i) for i in range(5)]
+    part, reader = _part(records)
+    part.next_batch()
+    offset, clock = part.snapshot()
+    assert (offset, clock) == (2, ClockState(BASE + 1, ACTIVE))
+    assert reader.committed == []
+    part.next_batch()
+    assert reader.committed == [2]
+
+
+def test_resumes_from_a_saved_clock_and_from_an_old_offset_only_snapshot() -> None:
+    """Saved clocks are restored (holding again); older snapshots held the offset alone."""
+    records = [FakeRecord(login_bytes(timestamp=BASE), _offset=i) for i in range(4)]
+    part, reader = _part(records, resume=(2, ClockState(BASE + 100, IDLE)))
+    assert reader.position == 2
+    batch = part.next_batch()[len(SHARD_KEYS)]
+    assert isinstance(batch, SourceBatch)
+    assert batch.late == {(BASE, "device_type", "android"): 2, (BASE, "locale", "RU"): 2}
+    part, reader = _part(records, resume=3)
+    assert reader.position == 3

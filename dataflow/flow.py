@@ -50,7 +50,7 @@ def build_flow(settings: Settings, source: LoginSource | None = None,
     processed = op.flat_map("enrich", batches, Enricher(settings))
     dead_letters = op.flat_map("dead_letter", batches, DeadLetterer(settings))
     late = op.flat_map("late_record", batches, LateWriter(settings))
-    windows = op.stateful_batch("count", updates, shard_logic(settings))
+    windows = op.stateful_batch("window_shards", updates, shard_logic(settings))
     counts = op.flat_map("count_record", windows, CountWriter(settings))
     writes = op.merge("writes", processed, dead_letters, late, counts)
     op.output("write", writes, sink or ConfirmedKafkaSink(settings))

@@ -7,8 +7,6 @@ bytes, it returns a ``Rejected`` with a stable reason code and a detail.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
-from typing import TypeGuard
 
 import msgspec
 
@@ -83,13 +81,3 @@ def parse(record: KafkaRecord) -> Accepted | Rejected:
     if not version:
         return Rejected(record, "invalid_value", f"{login.ip!r} is not an IP address - at `$.ip`")
     return Accepted(login, timestamp, version, record)  # type: ignore[arg-type]
-
-
-def parse_batch(records: Iterable[KafkaRecord]) -> list[Accepted | Rejected]:
-    """``parse`` over a batch (one Python call per batch in the flow)."""
-    return [parse(record) for record in records]
-
-
-def is_accepted(item: Accepted | Rejected) -> TypeGuard[Accepted]:
-    """Branch predicate: True for records that passed validation."""
-    return type(item) is Accepted

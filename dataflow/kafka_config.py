@@ -22,7 +22,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
         "queued.max.messages.kbytes": settings.consumer_queue_kbytes,
-        "fetch.wait.max.ms": 100,
+        "fetch.wait.max.ms": 500,
         # librdkafka waits fetch.queue.backoff.ms (default 1 s) once the prefetch queue is
         # full; with a bounded queue that stalls the partition, so retry soon instead.
         "fetch.queue.backoff.ms": 10,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -121,7 +122,8 @@ def run_pipeline(settings: Settings, topics: Topics, source: str, partitions: in
             env["PYTHONPATH"] = str(checkout)
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "dataflow", "run", "--processes", str(processes),
-                        "--base-port", str(free_port())], env=env, check=True, cwd=checkout)
+                        "--base-port", str(free_ports(processes))], env=env, check=True,
+                       cwd=checkout)
         seconds = time.perf_counter() - started
         summaries = [json.loads(p.read_text()) for p in Path(tmp).glob("*.json")]
     total = sum_summaries(summaries)
@@ -162,7 +164,24 @@ def _env(settings: Settings) -> dict[str, str]:
     return {**child_environment(), "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
 
 
-def free_port() -> int:
+def free_ports(count: int) -> int:
+    """First of ``count`` consecutive loopback ports that can all be bound now.
+
+    Drawn below Linux's ephemeral range (32768-60999): a port from that range can be
+    taken by any outgoing connection (a Kafka client's, say) before the job binds it.
+    """
+    for _ in range(100):
+        first = random.randrange(20_000, 32_000 - count)
+        if all(_bindable(port) for port in range(first, first + count)):
+            return first
+    msg = f"no {count} consecutive free ports found"
+    raise RuntimeError(msg)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

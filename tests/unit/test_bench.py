@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from dataflow.bench.cases import Run, first_read, written_by_kind
+from dataflow.bench.cases import Run, first_read, free_ports, written_by_kind
 from dataflow.bench.handloop import HandLoop, field_values, window_records
 from dataflow.bench.report import outputs_check, summary, table
 from dataflow.deadletters import dead_letter_headers, source_headers
@@ -197,3 +198,12 @@ def test_bad_baseline_is_one_line_and_exit_2(path: str) -> None:
     assert done.returncode == 2
     assert done.stderr == (f"bench: error: --baseline {path}: not a checkout of this project "
                            "(no dataflow/__main__.py)\n")
+
+
+def test_free_ports_are_consecutive_bindable_and_not_ephemeral() -> None:
+    """The job's N ports are all free now and below the ephemeral range clients draw from."""
+    first = free_ports(3)
+    assert first >= 20_000 and first + 3 <= 32_000
+    for port in range(first, first + 3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))

@@ -56,17 +56,27 @@ UNKNOWN = "unknown"  # the job's count value for a login without device_type
 Message = Any  # confluent_kafka.Message
 
 
-def field_values(fields: Sequence[str]) -> Callable[[ProcessedLogin], tuple[Any, ...]]:
-    """One C call per record: the COUNT_FIELDS values of a processed login, as a tuple.
+def count_key(fields: Sequence[str]) -> Callable[[ProcessedLogin], tuple[Any, ...]]:
+    """One C call per record: (timestamp, *COUNT_FIELDS values) of a processed login.
 
-    The processed login already has device_type lower-cased and locale
-    upper-cased, which is what the job counts; None and ip_version's int are
-    turned into text when the windows are written, once per window.
+    The loop counts these keys, one dict update per record; ``windows`` turns
+    them into per-field window counts once, at the end. The processed login
+    already has device_type lower-cased and locale upper-cased, which is what
+    the job counts; None and ip_version's int become text when written.
     """
-    getter = attrgetter(*fields)
-    if len(fields) == 1:
-        return lambda processed: (getter(processed),)
-    return getter
+    return attrgetter("timestamp", *fields)
+
+
+def windows(counted: dict[tuple[Any, ...], int],
+            length: int) -> dict[tuple[int, int, Any], int]:
+    """Counts per (window start, field index, value) from counts per (timestamp, *values)."""
+    out: dict[tuple[int, int, Any], int] = {}
+    for (timestamp, *values), n in counted.items():
+        start = timestamp - timestamp % length
+        for index, value in enumerate(values):
+            slot = (start, index, value)
+            out[slot] = out.get(slot, 0) + n
+    return out
 
 
 def count_text(value: Any) -> str:
@@ -126,8 +136,8 @@ class HandLoop:
         self.settings, self.writer = settings, writer
         self.consumed = self.processed = self.filtered = 0
         self.dead_lettered: Counter[str] = Counter()
-        self.windows: dict[tuple[int, int, Any], int] = {}
-        self._values = field_values(settings.count_fields)
+        self.counted: dict[tuple[Any, ...], int] = {}
+        self._count_key = count_key(settings.count_fields)
         self._enrich = Enricher(settings).enrich
         self._topic_header = (HEADER_FROM_TOPIC, settings.input_topic.encode())
         self._partition_headers: dict[int, tuple[str, bytes]] = {}
@@ -152,13 +162,11 @@ class HandLoop:
         """Everything for one consumed batch; ``position`` gets each partition's next offset."""
         failed_at = datetime.now(UTC)
         processed_at = failed_at.isoformat(timespec="milliseconds")
-        out_topic, excluded, length = (self.settings.output_topic,
-                                       self.settings.excluded_locales,
-                                       self.settings.window_seconds)
+        out_topic, excluded = self.settings.output_topic, self.settings.excluded_locales
         produce, encode, enrich = self.writer.produce, ENCODER.encode, self._enrich
-        values = self._values
+        count_key = self._count_key
         topic_header, partition_headers = self._topic_header, self._partition_headers
-        windows = self.windows
+        counted = self.counted
         consumed = processed = filtered = 0
         for msg in batch:
             if msg.error() is not None:
@@ -184,23 +192,28 @@ class HandLoop:
             except BufferError:
                 self.writer.produce_waiting(out_topic, data, user, headers=headers, timestamp=ts)
             processed += 1
-            start = record.timestamp - record.timestamp % length
-            for index, value in enumerate(values(record)):
-                slot = (start, index, value)
-                windows[slot] = windows.get(slot, 0) + 1
+            slot = count_key(record)
+            counted[slot] = counted.get(slot, 0) + 1
         self.consumed += consumed
         self.processed += processed
         self.filtered += filtered
         self.writer.poll()
 
-    def write_windows(self) -> None:
+    def windows(self) -> dict[tuple[int, int, Any], int]:
+        """Logins per (window start, index in COUNT_FIELDS, value) so far."""
+        return windows(self.counted, self.settings.window_seconds)
+
+    def write_windows(self) -> int:
+        """Write every window's count to COUNTS_TOPIC; how many records that was."""
         topic = self.settings.counts_topic
-        for key, value, timestamp in window_records(self.windows, self.settings.count_fields,
-                                                    self.settings.window_seconds):
+        records = window_records(self.windows(), self.settings.count_fields,
+                                 self.settings.window_seconds)
+        for key, value, timestamp in records:
             try:
                 self.writer.produce(topic, value, key, timestamp=timestamp)
             except BufferError:
                 self.writer.produce_waiting(topic, value, key, timestamp=timestamp)
+        return len(records)
 
 
 def end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
@@ -222,14 +235,14 @@ def run(settings: Settings) -> dict[str, Any]:
         started = time.perf_counter()
         while any(position[p] < ends[p] for p in ends):
             loop.process(consumer.consume(settings.source_batch_size, 0.1), position)
-        loop.write_windows()
+        window_count = loop.write_windows()
         unconfirmed = writer.flush(settings.delivery_timeout_ms / 1000 + 10)
         elapsed = time.perf_counter() - started
     finally:
         consumer.close()
     sent = {"out": (settings.output_topic, loop.processed),
             "dlq": (settings.dlq_topic, sum(loop.dead_lettered.values())),
-            "counts": (settings.counts_topic, len(loop.windows))}
+            "counts": (settings.counts_topic, window_count)}
     written = {kind: n - writer.failed[topic] for kind, (topic, n) in sent.items()}
     return {"records": loop.consumed, "seconds": elapsed, "consumed": loop.consumed,
             "processed": loop.processed, "filtered": {"excluded_locale": loop.filtered},

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from dataflow.bench.cases import Run, first_read, free_ports, written_by_kind
-from dataflow.bench.handloop import HandLoop, field_values, window_records
+from dataflow.bench.handloop import HandLoop, count_key, window_records
 from dataflow.bench.report import outputs_check, summary, table
 from dataflow.deadletters import dead_letter_headers, source_headers
 from dataflow.parsing import parse
@@ -78,7 +78,7 @@ def test_loop_accounts_for_every_record_and_counts_windows() -> None:
     assert loop.dead_lettered == Counter(malformed_json=1, invalid_value=1, empty_value=1)
     assert position == {0: 15, 1: 16}
     start = T0 - T0 % 60
-    assert loop.windows == {(start, 0, "ios"): 1, (start, 1, "DE"): 1,
+    assert loop.windows() == {(start, 0, "ios"): 1, (start, 1, "DE"): 1,
                             (start + 60, 0, None): 1, (start + 60, 1, "DE"): 1}
     assert Counter(topic for topic, *_ in writer.records) == {"processed-user-login": 2,
                                                               "user-login-dlq": 3}
@@ -127,13 +127,13 @@ def test_window_records_have_the_counts_topic_key_and_shape() -> None:
     assert json.loads(value2)["value"] == "4"
 
 
-def test_field_values_reads_the_configured_fields_in_order() -> None:
-    """One field gives a one-tuple, several give their values in COUNT_FIELDS order."""
-    accepted = parse(Message(login_bytes(locale="de", device_type="iOS")))
+def test_count_key_reads_the_timestamp_and_the_configured_fields_in_order() -> None:
+    """The key is (timestamp, *values of COUNT_FIELDS), normalised as the job counts them."""
+    accepted = parse(Message(login_bytes(locale="de", device_type="iOS", timestamp=T0)))
     assert isinstance(accepted, Accepted)
     record = Enricher(Settings()).enrich(accepted, "now")
-    assert field_values(("locale",))(record) == ("DE",)
-    assert field_values(("ip_version", "device_type"))(record) == (4, "ios")
+    assert count_key(("locale",))(record) == (T0, "DE")
+    assert count_key(("ip_version", "device_type"))(record) == (T0, 4, "ios")
 
 
 def _run(rate_records: int, written: dict[str, int] | None = None,

@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,44 @@ PRODUCED = Counter(
 )
 
 
+# time.monotonic() when this process first read a record (``mark_first_read``).
+_first_read: float | None = None
+
+
+def mark_first_read() -> None:
+    """Remember when this process read its first record; later calls only compare a global."""
+    global _first_read  # one process-wide instant, set once
+    if _first_read is None:
+        _first_read = time.monotonic()
+
+
+def process_age_seconds() -> float | None:
+    """Seconds since this process was started (exec), from /proc/self/stat; None off Linux.
+
+    The kernel records the start in clock ticks since boot (1/100 s here), on the
+    boot-time clock, so the age is CLOCK_BOOTTIME now minus that. It covers
+    everything from exec: interpreter start-up and every import, which no clock
+    inside Python sees.
+    """
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        # Fields after "pid (comm)": state is field 3, starttime field 22 (proc(5)).
+        start_ticks = int(stat.rpartition(")")[2].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def first_read_seconds() -> float | None:
+    """Seconds from process start to the first record read; None before it (or off Linux)."""
+    if _first_read is None:
+        return None
+    age = process_age_seconds()
+    if age is None:
+        return None
+    return round(age - (time.monotonic() - _first_read), 3)
+
+
 def _labelled(counter: Counter) -> dict[str, int]:
     values: dict[str, int] = {}
     for metric in counter.collect():
@@ -73,6 +112,7 @@ def snapshot() -> dict[str, Any]:
         "dead_lettered": _labelled(DEAD_LETTERED),
         "late": _labelled(LATE),
         "produced": _labelled(PRODUCED),
+        "first_read_seconds": first_read_seconds(),
     }
 
 

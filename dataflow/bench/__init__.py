@@ -1,10 +1,12 @@
-"""`python -m dataflow bench`: throughput against a plain-loop ceiling, latency, memory.
+"""`python -m dataflow bench`: throughput against a plain-loop ceiling and a hand-written
+loop, CPU per record, start-up, latency, memory.
 
 Everything is measured in one script run against the broker at
 KAFKA_BOOTSTRAP_SERVERS (start one with `python -m dataflow kafka start`), so
-speeds are compared as ratios to a ceiling measured minutes apart on the same
+speeds are compared as ratios to references measured minutes apart on the same
 machine. Each case runs in its own processes; the median of the repetitions
-is quoted.
+is quoted. With --baseline, the job of another checkout runs too, interleaved,
+for a before/after comparison in one run.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from dataflow.bench.cases import Run, Topics, preload, run_ceiling, run_pipeline
+from dataflow.bench.cases import Run, Topics, preload, run_ceiling, run_handloop, run_pipeline
 from dataflow.bench.latency import run_latency
 from dataflow.bench.report import machine, table, write_json
 from dataflow.errors import MissingTopicError, PipelineError
@@ -22,6 +25,8 @@ from dataflow.kafka_source import list_partitions
 from dataflow.settings import Settings
 
 CEILING = "ceiling: plain consume -> produce loop"
+HANDLOOP = "hand-written loop: the same pipeline, no Bytewax"
+BASELINE = "dataflow, 1 process (baseline)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="measured seconds of the latency case (after a warm-up)")
     parser.add_argument("--quick", action="store_true",
                         help="100,000 records, 1 run each, 5 s of latency: under a minute")
+    parser.add_argument("--baseline", type=Path, metavar="PATH",
+                        help="another checkout of this project (e.g. `git worktree add /tmp/base "
+                        "REV`): also run its job on 1 process, interleaved, for before/after")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/out/latest.json"),
                         help="where to write the JSON results")
     return parser
@@ -51,11 +59,35 @@ def _check_broker(settings: Settings) -> None:
         raise PipelineError(msg) from exc
 
 
+def _check_baseline(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    if not (path / "dataflow" / "__main__.py").is_file():
+        msg = f"--baseline {path}: not a checkout of this project (no dataflow/__main__.py)"
+        raise PipelineError(msg)
+    return path.resolve()
+
+
+def _cases(settings: Settings, topics: Topics, source: str, partitions: int,
+           baseline: Path | None) -> list[tuple[str, Callable[[], Run]]]:
+    cases = [(CEILING, lambda: run_ceiling(settings, topics, source, partitions)),
+             (HANDLOOP, lambda: run_handloop(settings, topics, source, partitions)),
+             ("dataflow, 1 process", lambda: run_pipeline(settings, topics, source,
+                                                          partitions, 1))]
+    if baseline is not None:
+        cases.append((BASELINE, lambda: run_pipeline(settings, topics, source, partitions, 1,
+                                                     checkout=baseline)))
+    cases.append(("dataflow, 2 processes", lambda: run_pipeline(settings, topics, source,
+                                                                partitions, 2)))
+    return cases
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         args.records, args.repeat, args.latency_seconds = 100_000, 1, 5.0
     try:
+        baseline = _check_baseline(args.baseline)
         settings = Settings.from_env(os.environ)
         _check_broker(settings)
     except PipelineError as exc:
@@ -68,11 +100,7 @@ def main(argv: list[str]) -> int:
         print(f"preloading {args.records:,} records over {args.partitions} partitions ...",
               file=sys.stderr)
         preload(settings, source, args.records, args.partitions)
-        cases = [(CEILING, lambda: run_ceiling(settings, topics, source, args.partitions)),
-                 ("dataflow, 1 process", lambda: run_pipeline(settings, topics, source,
-                                                              args.partitions, 1)),
-                 ("dataflow, 2 processes", lambda: run_pipeline(settings, topics, source,
-                                                                args.partitions, 2))]
+        cases = _cases(settings, topics, source, args.partitions, baseline)
         for repeat in range(args.repeat):
             for name, case in cases:  # interleaved, so drift on a shared machine hits all
                 run = case()
@@ -85,7 +113,8 @@ def main(argv: list[str]) -> int:
         topics.delete_all()
     print(f"\nMachine: {machine()}; broker on the same machine; "
           f"{args.records:,} records, {args.partitions} partitions, {args.repeat} run(s) each.\n")
-    print(table(results, CEILING))
-    write_json(args.json, results, vars(args) | {"json": str(args.json)})
+    print(table(results, CEILING, HANDLOOP))
+    params = vars(args) | {"json": str(args.json), "baseline": str(baseline) if baseline else None}
+    write_json(args.json, results, params, CEILING, HANDLOOP)
     print(f"\nJSON: {args.json}")
     return 0

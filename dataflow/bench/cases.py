@@ -1,8 +1,9 @@
-"""Benchmark cases: preload, ceiling, the dataflow on N processes, end-to-end latency."""
+"""Benchmark cases: preload, ceiling, hand-written loop, the dataflow on N processes."""
 
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -85,38 +86,76 @@ def run_ceiling(settings: Settings, topics: Topics, source: str, partitions: int
                accounting=out["failed"] == 0, extra={"loop_seconds": out["seconds"]})
 
 
+def run_handloop(settings: Settings, topics: Topics, source: str, partitions: int) -> Run:
+    """The job's pipeline as one plain loop (dataflow.bench.handloop), with the job's settings."""
+    env = job_env(settings, topics, source, partitions, None, stop_at_end=True)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "dataflow.bench.handloop"],
+                          env=env, capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - started
+    out = json.loads(done.stdout)
+    return Run(out["records"], seconds, out["cpu_seconds"], [out["peak_rss_mb"]],
+               accounting=accounting_holds(out) and out["failed"] == 0,
+               extra={"loop_seconds": out["seconds"], "written": out["written"]})
+
+
 def job_env(settings: Settings, topics: Topics, source: str, partitions: int,
-            summaries: Path, stop_at_end: bool) -> dict[str, str]:
+            summaries: Path | None, stop_at_end: bool) -> dict[str, str]:
+    """The job's environment on fresh output topics; run summaries into ``summaries``."""
     names = {kind: topics.make(kind, partitions if kind == "out" else 1)
              for kind in ("out", "dlq", "counts", "late")}
-    return {**_env(settings), "INPUT_TOPIC": source, "OUTPUT_TOPIC": names["out"],
-            "DLQ_TOPIC": names["dlq"], "COUNTS_TOPIC": names["counts"],
-            "LATE_TOPIC": names["late"], "EXCLUDED_LOCALES": EXCLUDED,
-            "STOP_AT_END": "true" if stop_at_end else "false",
-            "RUN_SUMMARY_DIR": str(summaries), "LOG_LEVEL": "warning"}
+    env = {**_env(settings), "INPUT_TOPIC": source, "OUTPUT_TOPIC": names["out"],
+           "DLQ_TOPIC": names["dlq"], "COUNTS_TOPIC": names["counts"],
+           "LATE_TOPIC": names["late"], "EXCLUDED_LOCALES": EXCLUDED,
+           "STOP_AT_END": "true" if stop_at_end else "false", "LOG_LEVEL": "warning"}
+    if summaries is not None:
+        env["RUN_SUMMARY_DIR"] = str(summaries)
+    return env
 
 
 def run_pipeline(settings: Settings, topics: Topics, source: str, partitions: int,
-                 processes: int) -> Run:
+                 processes: int, checkout: Path | None = None) -> Run:
+    """The job through ``python -m dataflow run``; from another checkout when given."""
     with tempfile.TemporaryDirectory() as tmp:
         env = job_env(settings, topics, source, partitions, Path(tmp), stop_at_end=True)
+        if checkout is not None:  # that checkout's code only: cwd and PYTHONPATH point there
+            env["PYTHONPATH"] = str(checkout)
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "dataflow", "run", "--processes", str(processes),
-                        "--base-port", str(free_port())], env=env, check=True)
+                        "--base-port", str(free_ports(processes))], env=env, check=True,
+                       cwd=checkout)
         seconds = time.perf_counter() - started
         summaries = [json.loads(p.read_text()) for p in Path(tmp).glob("*.json")]
     total = sum_summaries(summaries)
     return Run(total["consumed"], seconds, sum(s["cpu_seconds"] for s in summaries),
-               [s["peak_rss_mb"] for s in summaries], accounting=accounting_holds(total))
+               [s["peak_rss_mb"] for s in summaries], accounting=accounting_holds(total),
+               extra={"written": written_by_kind(total["produced"], env),
+                      "first_read_seconds": first_read(summaries)})
+
+
+def written_by_kind(produced: dict[str, int], env: dict[str, str]) -> dict[str, int]:
+    """Records written per topic, named by kind (out, dlq, counts, late) instead of uuid names."""
+    kinds = {env["OUTPUT_TOPIC"]: "out", env["DLQ_TOPIC"]: "dlq", env["COUNTS_TOPIC"]: "counts",
+             env["LATE_TOPIC"]: "late"}
+    return {kinds.get(topic, topic): n for topic, n in produced.items()}
+
+
+def first_read(summaries: list[dict[str, Any]]) -> float | None:
+    """The latest process's start-to-first-read seconds; None if a process did not report it."""
+    values = [s.get("first_read_seconds") for s in summaries]
+    if not values or any(v is None for v in values):
+        return None
+    return max(v for v in values if v is not None)
 
 
 def sum_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {"consumed": 0, "processed": 0, "filtered": {}, "dead_lettered": {}}
+    total: dict[str, Any] = {"consumed": 0, "processed": 0, "filtered": {}, "dead_lettered": {},
+                             "produced": {}}
     for s in summaries:
         total["consumed"] += s["consumed"]
         total["processed"] += s["processed"]
-        for key in ("filtered", "dead_lettered"):
-            for reason, n in s[key].items():
+        for key in ("filtered", "dead_lettered", "produced"):
+            for reason, n in s.get(key, {}).items():
                 total[key][reason] = total[key].get(reason, 0) + n
     return total
 
@@ -125,7 +164,24 @@ def _env(settings: Settings) -> dict[str, str]:
     return {**child_environment(), "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
 
 
-def free_port() -> int:
+def free_ports(count: int) -> int:
+    """First of ``count`` consecutive loopback ports that can all be bound now.
+
+    Drawn below Linux's ephemeral range (32768-60999): a port from that range can be
+    taken by any outgoing connection (a Kafka client's, say) before the job binds it.
+    """
+    for _ in range(100):
+        first = random.randrange(20_000, 32_000 - count)
+        if all(_bindable(port) for port in range(first, first + count)):
+            return first
+    msg = f"no {count} consecutive free ports found"
+    raise RuntimeError(msg)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

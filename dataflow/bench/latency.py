@@ -17,7 +17,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from dataflow.bench.cases import Run, Topics, free_port, job_env, sum_summaries
+from dataflow.bench.cases import Run, Topics, free_ports, job_env, sum_summaries
 from dataflow.metrics import accounting_holds
 from dataflow.settings import Settings
 
@@ -67,7 +67,7 @@ def run_latency(settings: Settings, topics: Topics, partitions: int, rate: int,
         env = job_env(settings, topics, source, partitions, Path(tmp), stop_at_end=False)
         env["INPUT_TOPIC"] = source
         job = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "--processes", "1",
-                                "--base-port", str(free_port())], env=env)
+                                "--base-port", str(free_ports(1))], env=env)
         try:
             time.sleep(2.0)  # let the job start and assign its partitions
             measure_from = time.time() * 1000 + WARM_UP_S * 1000

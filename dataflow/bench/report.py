@@ -32,22 +32,71 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB, Python {platform.python_version()}"
 
 
-def table(results: dict[str, list[Run]], ceiling: str) -> str:
-    base = median_run(results[ceiling]).rate
-    rows = ["| case | records/s (median) | ratio to ceiling | runs (records/s) | CPU s per 1M | "
-            "peak RSS MB per process | accounting |", "|---|---:|---:|---|---:|---:|---|"]
+def _throughput(runs: list[Run]) -> bool:
+    return bool(runs) and "p99_ms" not in runs[0].extra
+
+
+def cpu_us_per_record(runs: list[Run]) -> float:
+    """Median over runs of CPU microseconds (user + system, every process) per record read."""
+    return statistics.median(r.cpu_seconds / r.records * 1e6 if r.records else 0.0 for r in runs)
+
+
+def first_read_seconds(runs: list[Run]) -> float | None:
+    """Median start-to-first-read seconds of the runs that reported it; None if none did."""
+    values = [r.extra["first_read_seconds"] for r in runs
+              if r.extra.get("first_read_seconds") is not None]
+    return statistics.median(values) if values else None
+
+
+def outputs_check(runs: list[Run], reference: list[Run]) -> str:
+    """Records per output topic against the hand-written loop's: out, dlq and counts equal."""
+    if not reference or any("written" not in r.extra for r in [*runs, *reference]):
+        return "-"
+    want = reference[0].extra["written"]
+    problems = []
+    for kind in ("out", "dlq", "counts"):
+        got = sorted({r.extra["written"].get(kind, 0) for r in runs})
+        if got != [want.get(kind, 0)]:
+            problems.append(f"{kind} {'/'.join(map(str, got))} vs {want.get(kind, 0)}")
+    late = max(r.extra["written"].get("late", 0) for r in runs)
+    text = "differs: " + ", ".join(problems) if problems else "same"
+    return text + (f" (+{late} late)" if late else "")
+
+
+def summary(results: dict[str, list[Run]], ceiling: str, handloop: str) -> dict[str, Any]:
+    """Per throughput case: median records/s, both ratios, CPU per record, start-up."""
+    base, hand = median_run(results[ceiling]).rate, median_run(results[handloop]).rate
+    out = {}
     for name, runs in results.items():
-        if not runs or "p99_ms" in runs[0].extra:
+        if not _throughput(runs):
             continue
-        mid = median_run(runs)
-        cpu = statistics.median(r.cpu_seconds / r.records * 1e6 for r in runs)
+        rate = median_run(runs).rate
+        out[name] = {"records_per_s": round(rate), "ratio_to_ceiling": round(rate / base, 3),
+                     "ratio_to_handloop": round(rate / hand, 3),
+                     "cpu_us_per_record": round(cpu_us_per_record(runs), 2),
+                     "first_read_seconds": first_read_seconds(runs),
+                     "outputs": "reference" if name == handloop else
+                     outputs_check(runs, results[handloop]) if name != ceiling else "-"}
+    return out
+
+
+def table(results: dict[str, list[Run]], ceiling: str, handloop: str) -> str:
+    rows = ["| case | records/s (median) | ratio to ceiling | ratio to hand loop | "
+            "runs (records/s) | CPU µs per record | start-up to first read (s) | "
+            "peak RSS MB per process | accounting | outputs vs hand loop |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---|---|"]
+    for name, row in summary(results, ceiling, handloop).items():
+        runs = results[name]
         rss = max(max(r.peak_rss_mb) for r in runs)
         accounting = "holds" if all(r.accounting for r in runs) else "BROKEN"
         rates = ", ".join(f"{r.rate:,.0f}" for r in runs)
-        rows.append(f"| {name} | {mid.rate:,.0f} | {mid.rate / base:.2f} | {rates} | "
-                    f"{cpu:.1f} | {rss:.0f} | {accounting} |")
+        start = row["first_read_seconds"]
+        rows.append(f"| {name} | {row['records_per_s']:,} | {row['ratio_to_ceiling']:.2f} | "
+                    f"{row['ratio_to_handloop']:.2f} | {rates} | {row['cpu_us_per_record']:.2f} | "
+                    f"{'n/a' if start is None else f'{start:.2f}'} | {rss:.0f} | {accounting} | "
+                    f"{row['outputs']} |")
     for name, runs in results.items():
-        if runs and "p99_ms" in runs[0].extra:
+        if runs and not _throughput(runs):
             e = median_run(runs).extra
             rows.append("")
             rows.append(f"{name}: {e['rate']:,} events/s for the measured period, "
@@ -58,14 +107,18 @@ def table(results: dict[str, list[Run]], ceiling: str) -> str:
     return "\n".join(rows)
 
 
-def write_json(path: Path, results: dict[str, list[Run]], params: dict[str, Any]) -> None:
+def write_json(path: Path, results: dict[str, list[Run]], params: dict[str, Any],
+               ceiling: str, handloop: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "params": params,
+        "summary": summary(results, ceiling, handloop),
         "cases": {name: [{"records": r.records, "seconds": round(r.seconds, 3),
                           "records_per_s": round(r.rate), "cpu_seconds": r.cpu_seconds,
+                          "cpu_us_per_record": round(r.cpu_seconds / r.records * 1e6, 2)
+                          if r.records else None,
                           "peak_rss_mb": r.peak_rss_mb, "accounting": r.accounting, **r.extra}
                          for r in runs] for name, runs in results.items()},
     }

@@ -1,0 +1,209 @@
+"""The benchmark's hand-written loop, its report and its command line, without a broker."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from dataflow.bench.cases import Run, first_read, free_ports, written_by_kind
+from dataflow.bench.handloop import HandLoop, count_key, window_records
+from dataflow.bench.report import outputs_check, summary, table
+from dataflow.deadletters import dead_letter_headers, source_headers
+from dataflow.parsing import parse
+from dataflow.schemas import Accepted, ProcessedLogin, Rejected
+from dataflow.settings import Settings
+from dataflow.transforms import Enricher
+from tests.records import FakeRecord, login_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = 1_694_479_551  # 2023-09-12T00:45:51+00:00, in the window starting 00:45:00
+
+
+@dataclass(frozen=True)
+class Message(FakeRecord):
+    """A consumed message as the loop sees it (confluent_kafka.Message has error())."""
+
+    def error(self) -> None:
+        return None
+
+
+class FakeWriter:
+    """Records what the loop produces."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, Any, Any, dict[str, Any]]] = []
+        self.polls = 0
+
+    def produce(self, topic: str, value: Any, key: Any, **kwargs: Any) -> None:
+        self.records.append((topic, value, key, kwargs))
+
+    produce_waiting = produce
+
+    def poll(self) -> None:
+        self.polls += 1
+
+
+def _batch() -> list[Message]:
+    values = [login_bytes(timestamp=T0, locale="de", device_type="iOS"),
+              login_bytes(timestamp=T0 + 1, locale="RU"),
+              login_bytes(timestamp=T0 + 60, locale="DE", device_type=None),
+              b"{not json",
+              login_bytes(ip="not-an-ip"),
+              None]
+    return [Message(v, _partition=i % 2, _offset=10 + i) for i, v in enumerate(values)]
+
+
+def _loop(settings: Settings) -> tuple[HandLoop, FakeWriter, dict[int, int]]:
+    writer = FakeWriter()
+    loop = HandLoop(settings, writer)  # type: ignore[arg-type]
+    position: dict[int, int] = {}
+    loop.process(_batch(), position)
+    return loop, writer, position
+
+
+def test_loop_accounts_for_every_record_and_counts_windows() -> None:
+    """consumed = processed + filtered + dead-lettered; windows per (window, field, value)."""
+    loop, writer, position = _loop(Settings(excluded_locales=frozenset({"RU"})))
+    assert (loop.consumed, loop.processed, loop.filtered) == (6, 2, 1)
+    assert loop.dead_lettered == Counter(malformed_json=1, invalid_value=1, empty_value=1)
+    assert position == {0: 15, 1: 16}
+    start = T0 - T0 % 60
+    assert loop.windows() == {(start, 0, "ios"): 1, (start, 1, "DE"): 1,
+                            (start + 60, 0, None): 1, (start + 60, 1, "DE"): 1}
+    assert Counter(topic for topic, *_ in writer.records) == {"processed-user-login": 2,
+                                                              "user-login-dlq": 3}
+    assert writer.polls == 1
+
+
+def test_loop_writes_what_the_job_writes() -> None:
+    """Processed records: the Enricher's fields, user_id key, source.* headers, Kafka timestamp."""
+    settings = Settings()
+    _, writer, _ = _loop(settings)
+    topic, value, key, kwargs = writer.records[0]
+    source = _batch()[0]
+    accepted = parse(source)
+    assert isinstance(accepted, Accepted)
+    got = msgspec.json.decode(value, type=ProcessedLogin)
+    want = Enricher(settings).enrich(accepted, got.processed_at)
+    assert (topic, got, key) == ("processed-user-login", want, accepted.login.user_id.encode())
+    assert kwargs == {"headers": source_headers(source), "timestamp": source._timestamp_ms}
+
+
+def test_loop_dead_letters_with_the_dlq_headers() -> None:
+    """A rejected record keeps key and value and gets the same dlq.* headers as in the job."""
+    _, writer, _ = _loop(Settings())
+    source = _batch()[3]
+    [(topic, value, key, kwargs)] = [r for r in writer.records if r[1] == b"{not json"]
+    rejected = parse(source)
+    assert isinstance(rejected, Rejected)
+    failed_at = datetime.fromisoformat(dict(kwargs["headers"])["dlq.failed_at"].decode())
+    assert (topic, value, key) == ("user-login-dlq", source.value(), source.key())
+    assert kwargs["headers"] == dead_letter_headers(rejected, failed_at)
+    assert failed_at.tzinfo is not None and failed_at.utcoffset() == UTC.utcoffset(None)
+
+
+def test_window_records_have_the_counts_topic_key_and_shape() -> None:
+    """Key field:value@window_start; JSON window_start/end, field, value, count, final."""
+    start = T0 - T0 % 60
+    [(key, value, timestamp), (key2, value2, _)] = window_records(
+        {(start, 0, None): 3, (start, 1, 4): 2}, ("device_type", "ip_version"), 60)
+    assert key == b"device_type:unknown@2023-09-12T00:45:00+00:00"
+    assert json.loads(value) == {"window_start": "2023-09-12T00:45:00+00:00",
+                                 "window_end": "2023-09-12T00:46:00+00:00",
+                                 "field": "device_type", "value": "unknown", "count": 3,
+                                 "final": True}
+    assert timestamp == (start + 60) * 1000
+    assert key2 == b"ip_version:4@2023-09-12T00:45:00+00:00"
+    assert json.loads(value2)["value"] == "4"
+
+
+def test_count_key_reads_the_timestamp_and_the_configured_fields_in_order() -> None:
+    """The key is (timestamp, *values of COUNT_FIELDS), normalised as the job counts them."""
+    accepted = parse(Message(login_bytes(locale="de", device_type="iOS", timestamp=T0)))
+    assert isinstance(accepted, Accepted)
+    record = Enricher(Settings()).enrich(accepted, "now")
+    assert count_key(("locale",))(record) == (T0, "DE")
+    assert count_key(("ip_version", "device_type"))(record) == (T0, 4, "ios")
+
+
+def _run(rate_records: int, written: dict[str, int] | None = None,
+         first: float | None = None) -> Run:
+    extra: dict[str, Any] = {} if written is None else {"written": written}
+    if first is not None:
+        extra["first_read_seconds"] = first
+    return Run(rate_records, 1.0, rate_records * 5e-6, [100.0], accounting=True, extra=extra)
+
+
+def _results(job_written: dict[str, int], first: float | None) -> dict[str, list[Run]]:
+    hand = {"out": 90, "dlq": 5, "counts": 4}
+    return {"ceiling": [_run(400)], "hand": [_run(200, hand)],
+            "job": [_run(100, job_written, first), _run(120, job_written, first)]}
+
+
+def test_table_shows_both_ratios_cpu_per_record_and_start_up() -> None:
+    """The job's row: ratio to the ceiling and to the hand loop, CPU us per record, start-up."""
+    text = table(_results({"out": 90, "dlq": 5, "counts": 4}, 0.84), "ceiling", "hand")
+    row = next(line for line in text.splitlines() if line.startswith("| job |"))
+    assert row == "| job | 100 | 0.25 | 0.50 | 100, 120 | 5.00 | 0.84 | 100 | holds | same |"
+    hand_row = next(line for line in text.splitlines() if line.startswith("| hand |"))
+    assert "| 0.50 | 1.00 |" in hand_row and "| n/a |" in hand_row
+    assert hand_row.endswith("| reference |")
+
+
+def test_summary_in_the_json_has_the_same_figures() -> None:
+    """The JSON summary names ratios to both references; a missing start-up is null."""
+    doc = summary(_results({"out": 90, "dlq": 5, "counts": 4}, None), "ceiling", "hand")
+    assert doc["job"] == {"records_per_s": 100, "ratio_to_ceiling": 0.25,
+                          "ratio_to_handloop": 0.5, "cpu_us_per_record": 5.0,
+                          "first_read_seconds": None, "outputs": "same"}
+
+
+def test_outputs_check_names_what_differs_and_late_records() -> None:
+    """Different record counts per topic are spelled out; late records are shown apart."""
+    hand = [_run(1, {"out": 90, "dlq": 5, "counts": 4})]
+    assert outputs_check([_run(1, {"out": 90, "dlq": 5, "counts": 4, "late": 2})],
+                         hand) == "same (+2 late)"
+    assert outputs_check([_run(1, {"out": 89, "dlq": 5, "counts": 3})],
+                         hand) == "differs: out 89 vs 90, counts 3 vs 4"
+
+
+def test_first_read_of_a_run_needs_every_process() -> None:
+    """The slowest process's start-up; unknown if any process did not report one."""
+    assert first_read([{"first_read_seconds": 0.7}, {"first_read_seconds": 0.9}]) == 0.9
+    assert first_read([{"first_read_seconds": 0.7}, {"first_read_seconds": None}]) is None
+    assert first_read([{}]) is None
+
+
+def test_written_by_kind_names_the_uuid_topics() -> None:
+    """Produced counts per topic are keyed out/dlq/counts/late for comparison across runs."""
+    env = {"OUTPUT_TOPIC": "o1", "DLQ_TOPIC": "d1", "COUNTS_TOPIC": "c1", "LATE_TOPIC": "l1"}
+    assert written_by_kind({"o1": 9, "d1": 1, "c1": 2}, env) == {"out": 9, "dlq": 1, "counts": 2}
+
+
+@pytest.mark.parametrize("path", ["/nonexistent", "/tmp"])
+def test_bad_baseline_is_one_line_and_exit_2(path: str) -> None:
+    """--baseline that is not a checkout of the project: one line, exit 2, before any broker."""
+    done = subprocess.run([sys.executable, "-m", "dataflow", "bench", "--baseline", path],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr == (f"bench: error: --baseline {path}: not a checkout of this project "
+                           "(no dataflow/__main__.py)\n")
+
+
+def test_free_ports_are_consecutive_bindable_and_not_ephemeral() -> None:
+    """The job's N ports are all free now and below the ephemeral range clients draw from."""
+    first = free_ports(3)
+    assert first >= 20_000 and first + 3 <= 32_000
+    for port in range(first, first + 3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))

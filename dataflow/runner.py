@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from dataflow.errors import PipelineError
+from dataflow.errors import PipelineError, SettingsError
 from dataflow.settings import Settings, describe_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
                           help="seconds to keep older snapshots (0 when the directory is not "
                           "backed up elsewhere)")
     return parser
+
+
+def check_metrics_port(address: str, process_index: int) -> None:
+    """Process K serves METRICS_ADDRESS's port + K: that port must exist (at most 65535)."""
+    if not address:
+        return
+    port = int(address.rpartition(":")[2])
+    if port + process_index > 65535:
+        msg = (f"METRICS_ADDRESS: port {port} + process index {process_index} = "
+               f"{port + process_index} is above 65535 (process K listens on port+K); "
+               "choose a lower port")
+        raise SettingsError(msg)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -142,8 +154,9 @@ def supervise(children: list[subprocess.Popen[bytes]]) -> int:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        Settings.from_env(os.environ)  # fail once here rather than in every process
+        settings = Settings.from_env(os.environ)  # fail once here, not in every process
         _check_args(args)
+        check_metrics_port(settings.metrics_address, args.processes - 1)
         if args.recovery_directory is not None:
             ensure_recovery_partitions(args.recovery_directory,
                                        args.processes * args.workers_per_process)

@@ -81,7 +81,7 @@ def test_a_null_value_stays_null() -> None:
 
 def test_a_limit_too_small_for_the_context_is_an_error() -> None:
     """A limit that cannot hold the dlq.* headers raises ValueError (the sink's DeliveryError)."""
-    with pytest.raises(ValueError, match="leaves no room for a dead letter's dlq.. headers"):
+    with pytest.raises(ValueError, match=r"leaves no room for a dead letter's dlq\.\* headers"):
         truncate_dead_letter(b"k", b"v" * 10_000, CONTEXT, FRAMING_BYTES + 500)
 
 

@@ -97,9 +97,19 @@ def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def cluster_addresses(endpoints: list[tuple[str, int]]) -> str:
+    """BYTEWAX_ADDRESSES: process K's own host:port at index K, ';'-separated.
+
+    The one rule every deployment follows: here N loopback ports, in docker-compose.yml
+    and deploy/kubernetes one host name per process on a common port.
+    """
+    return ";".join(f"{host}:{port}" for host, port in endpoints)
+
+
 def process_commands(args: argparse.Namespace) -> list[tuple[list[str], dict[str, str]]]:
     """Command line and environment of each process (ids and addresses as bytewax env vars)."""
-    addresses = ";".join(f"127.0.0.1:{args.base_port + i}" for i in range(args.processes))
+    addresses = cluster_addresses([("127.0.0.1", args.base_port + i)
+                                   for i in range(args.processes)])
     command = [sys.executable, "-m", "dataflow.worker", "dataflow.flow",
                "-w", str(args.workers_per_process)]
     if args.recovery_directory is not None:

@@ -270,10 +270,15 @@ def test_resources_are_sized_from_the_benchmark() -> None:
     assert "150 MB" in (ROOT / "benchmarks" / "README.md").read_text()
 
 
-def run_recovery_init(directory: Path, ordinal: int) -> subprocess.CompletedProcess[str]:
-    """The recovery-init container's script, as pod ``ordinal``, on ``directory``."""
+def run_recovery_init(directory: Path, ordinal: int,
+                      addresses: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The recovery-init container's script, as pod ``ordinal``, on ``directory``.
+
+    ``addresses`` replaces the ConfigMap's BYTEWAX_ADDRESSES (the partition count).
+    """
+    cluster = {"BYTEWAX_ADDRESSES": addresses} if addresses else {}
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           **settings_data(), "BYTEWAX_RECOVERY_DIRECTORY": str(directory),
+           **settings_data(), **cluster, "BYTEWAX_RECOVERY_DIRECTORY": str(directory),
            "HOSTNAME": f"login-dataflow-{ordinal}", "TMPDIR": str(directory.parent)}
     return subprocess.run(container("recovery-init")["command"], env=env, capture_output=True,
                           text=True, timeout=60)

@@ -17,6 +17,7 @@ from dataflow import logs, metrics
 from dataflow.errors import MissingTopicError, PipelineError
 from dataflow.kafka_config import check_client_configs
 from dataflow.kafka_source import list_partitions
+from dataflow.runner import check_metrics_port
 from dataflow.settings import Settings
 
 log = logs.get_logger(__name__)
@@ -55,6 +56,7 @@ def flow_from_environment() -> Dataflow:
 
     try:
         settings = Settings.from_env(os.environ)
+        check_metrics_port(settings.metrics_address, metrics.process_id())
         logs.configure(settings.log_level, settings.log_format)
         check_client_configs(settings)
         check_topics(settings)

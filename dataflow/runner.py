@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from dataflow.errors import PipelineError
+from dataflow.errors import PipelineError, SettingsError
 from dataflow.settings import Settings, describe_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
                           help="seconds to keep older snapshots (0 when the directory is not "
                           "backed up elsewhere)")
     return parser
+
+
+def check_metrics_port(address: str, process_index: int) -> None:
+    """Process K serves METRICS_ADDRESS's port + K: that port must exist (at most 65535)."""
+    if not address:
+        return
+    port = int(address.rpartition(":")[2])
+    if port + process_index > 65535:
+        msg = (f"METRICS_ADDRESS: port {port} + process index {process_index} = "
+               f"{port + process_index} is above 65535 (process K listens on port+K); "
+               "choose a lower port")
+        raise SettingsError(msg)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -85,9 +97,19 @@ def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def cluster_addresses(endpoints: list[tuple[str, int]]) -> str:
+    """BYTEWAX_ADDRESSES: process K's own host:port at index K, ';'-separated.
+
+    The one rule every deployment follows: here N loopback ports, in docker-compose.yml
+    and deploy/kubernetes one host name per process on a common port.
+    """
+    return ";".join(f"{host}:{port}" for host, port in endpoints)
+
+
 def process_commands(args: argparse.Namespace) -> list[tuple[list[str], dict[str, str]]]:
     """Command line and environment of each process (ids and addresses as bytewax env vars)."""
-    addresses = ";".join(f"127.0.0.1:{args.base_port + i}" for i in range(args.processes))
+    addresses = cluster_addresses([("127.0.0.1", args.base_port + i)
+                                   for i in range(args.processes)])
     command = [sys.executable, "-m", "dataflow.worker", "dataflow.flow",
                "-w", str(args.workers_per_process)]
     if args.recovery_directory is not None:
@@ -142,8 +164,9 @@ def supervise(children: list[subprocess.Popen[bytes]]) -> int:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        Settings.from_env(os.environ)  # fail once here rather than in every process
+        settings = Settings.from_env(os.environ)  # fail once here, not in every process
         _check_args(args)
+        check_metrics_port(settings.metrics_address, args.processes - 1)
         if args.recovery_directory is not None:
             ensure_recovery_partitions(args.recovery_directory,
                                        args.processes * args.workers_per_process)

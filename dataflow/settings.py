@@ -3,8 +3,8 @@
 Every setting is declared once in ``SPECS`` (name, default, meaning, parser);
 ``Settings.from_env`` builds the frozen object, ``describe_settings`` renders
 the table that the README and ``--help`` show. Extra Kafka client properties
-come from ``KAFKA_CONFIG_*`` variables and pass through untouched; values of
-secret properties are never printed.
+come from ``KAFKA_CONFIG_*`` variables and pass through untouched; only values
+of properties on an allow-list of harmless ones are ever printed.
 """
 
 from __future__ import annotations
@@ -21,8 +21,43 @@ KAFKA_CONFIG_PREFIX = "KAFKA_CONFIG_"
 # Properties the project sets from its own variables; overriding them through
 # KAFKA_CONFIG_* would make two sources of truth.
 _RESERVED_KAFKA_PROPERTIES = frozenset({"bootstrap.servers"})
-_SECRET_MARKERS = ("password", "secret", "oauthbearer.config", "key.pem")
+# KAFKA_CONFIG_* properties whose values are printed (start-up line, repr). Every
+# other value is masked: an allow-list, because librdkafka keeps adding properties
+# that hold secrets (keys, passphrases, tokens, JAAS-like configs) under new names.
+SHOWN_KAFKA_PROPERTIES = frozenset({
+    # who and how we connect (no credentials)
+    "client.id", "client.rack", "security.protocol", "sasl.mechanism", "sasl.mechanisms",
+    "sasl.oauthbearer.method", "sasl.kerberos.service.name",
+    "ssl.endpoint.identification.algorithm", "enable.ssl.certificate.verification",
+    "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.crl.location",
+    "ssl.cipher.suites", "ssl.curves.list", "ssl.sigalgs.list",
+    "broker.address.family", "client.dns.lookup", "api.version.request",
+    "broker.version.fallback",
+    # producer tuning
+    "acks", "request.required.acks", "enable.idempotence", "compression.type",
+    "compression.codec", "compression.level", "linger.ms", "queue.buffering.max.ms",
+    "batch.num.messages", "batch.size", "message.max.bytes", "receive.message.max.bytes",
+    "max.in.flight.requests.per.connection", "max.in.flight", "retries",
+    "message.send.max.retries", "retry.backoff.ms", "retry.backoff.max.ms",
+    "queue.buffering.max.messages", "queue.buffering.max.kbytes", "sticky.partitioning.linger.ms",
+    # consumer tuning
+    "fetch.min.bytes", "fetch.max.bytes", "fetch.wait.max.ms", "max.partition.fetch.bytes",
+    "fetch.message.max.bytes", "fetch.error.backoff.ms", "queued.min.messages",
+    "isolation.level", "check.crcs",
+    # timeouts and intervals
+    "socket.timeout.ms", "socket.connection.setup.timeout.ms", "socket.keepalive.enable",
+    "request.timeout.ms", "message.timeout.ms", "session.timeout.ms",
+    "heartbeat.interval.ms", "max.poll.interval.ms", "metadata.max.age.ms",
+    "topic.metadata.refresh.interval.ms", "reconnect.backoff.ms", "reconnect.backoff.max.ms",
+    "connections.max.idle.ms", "api.version.request.timeout.ms", "statistics.interval.ms",
+    # diagnostics
+    "debug", "log.connection.close",
+})
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# librdkafka's consume() refuses to return more messages than this in one call.
+MAX_SOURCE_BATCH_SIZE = 1_000_000
+OUTPUT_TOPIC_VARS = (("OUTPUT_TOPIC", "output_topic"), ("DLQ_TOPIC", "dlq_topic"),
+                     ("COUNTS_TOPIC", "counts_topic"), ("LATE_TOPIC", "late_topic"))
 COUNTABLE_FIELDS = ("device_type", "locale", "app_version", "ip_version", "user_id", "device_id")
 # Variables read by `python -m bytewax.run` itself, not by this package.
 BYTEWAX_ENV_VARS = frozenset(
@@ -77,6 +112,19 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise ValueError(msg) from None
         if value < low:
             msg = f"{value} is below the minimum of {low}"
+            raise ValueError(msg)
+        return value
+
+    return parse
+
+
+def _int_between(low: int, high: int, why: str) -> Callable[[str], int]:
+    at_least = _int_at_least(low)
+
+    def parse(raw: str) -> int:
+        value = at_least(raw)
+        if value > high:
+            msg = f"{value} is above the maximum of {high:,} ({why})"
             raise ValueError(msg)
         return value
 
@@ -184,7 +232,8 @@ SPECS: tuple[Spec, ...] = (
          "Consumer group the job commits its fully written input positions to (for lag "
          "tools and STARTING_OFFSET=committed).", _text),
     Spec("SOURCE_BATCH_SIZE", "source_batch_size", "2000",
-         "Records read from one partition per poll.", _int_at_least(1)),
+         "Records read from one partition per poll (at most 1,000,000).",
+         _int_between(1, MAX_SOURCE_BATCH_SIZE, "librdkafka's consume() limit")),
     Spec("CONSUMER_QUEUE_KBYTES", "consumer_queue_kbytes", "1024",
          "librdkafka prefetch bound per partition (queued.max.messages.kbytes).",
          _int_at_least(1)),
@@ -209,8 +258,8 @@ ENV_VARS = frozenset(spec.env for spec in SPECS)
 
 
 def is_secret(prop: str) -> bool:
-    """Whether a Kafka client property holds a secret that must never be printed."""
-    return any(marker in prop.lower() for marker in _SECRET_MARKERS)
+    """Whether a Kafka client property's value must be masked: all but the allow-list."""
+    return prop.lower() not in SHOWN_KAFKA_PROPERTIES
 
 
 def _kafka_config(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -225,6 +274,21 @@ def _kafka_config(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]
             continue
         config[prop] = value
     return config, errors
+
+
+def _topic_clashes(values: Mapping[str, Any]) -> list[str]:
+    """The input topic differs from every output topic, and the output topics from each other."""
+    errors = []
+    outputs = [(env, values.get(attr)) for env, attr in OUTPUT_TOPIC_VARS]
+    if values.get("input_topic") in [topic for _, topic in outputs]:
+        errors.append("INPUT_TOPIC: must differ from the output, dead-letter, counts "
+                      "and late topics (the job would read its own output)")
+    for index, (env, topic) in enumerate(outputs):
+        earlier = [e for e, t in outputs[:index] if t is not None and t == topic]
+        if earlier:
+            errors.append(f"{env}: must differ from {earlier[0]} (both {topic!r}); each kind "
+                          "of output needs its own topic")
+    return errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,11 +332,7 @@ class Settings:
                 errors.append(f"{spec.env}: {exc}")
         kafka_config, kafka_errors = _kafka_config(environ)
         errors.extend(kafka_errors)
-        topics = [values.get(a) for a in ("input_topic", "output_topic", "dlq_topic",
-                                          "counts_topic", "late_topic")]
-        if values.get("input_topic") in topics[1:]:
-            errors.append("INPUT_TOPIC: must differ from the output, dead-letter, counts "
-                          "and late topics (the job would read its own output)")
+        errors.extend(_topic_clashes(values))
         if errors:
             raise SettingsError("; ".join(errors))
         return cls(kafka_config=kafka_config, **values)
@@ -300,5 +360,6 @@ def describe_settings() -> str:
     rows = [f"  {spec.env:<26} default {spec.default!r:<24} {spec.help}" for spec in SPECS]
     rows.append(f"  {KAFKA_CONFIG_PREFIX + '<PROPERTY>':<26} {'':<32} Any librdkafka property, "
                 "e.g. KAFKA_CONFIG_SECURITY_PROTOCOL=SASL_SSL -> security.protocol; "
-                "secret values are never printed.")
+                "values are printed masked (***) unless the property is a known harmless "
+                "one (security.protocol, sasl.mechanism, client.id, timeouts, tuning).")
     return "\n".join(rows)

@@ -38,16 +38,20 @@ def run_flow(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_secret_is_not_printed_by_a_job_that_runs(
     kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path,
 ) -> None:
-    """A run with SASL and SSL key passwords set, debug logs: exit 0, secret nowhere."""
+    """SASL, SSL key and OAuth key passphrase set, debug logs: exit 0, secret nowhere."""
     input_topic = make_topic()
     produce_all(kafka_bootstrap, input_topic, [(b"k", login_bytes(), 0), (b"k", b"{", 0)])
     topics = job_topics(make_topic, input_topic)
     env = job_env(kafka_bootstrap, topics, tmp_path / "summaries", LOG_LEVEL="debug",
-                  KAFKA_CONFIG_SASL_PASSWORD=SECRET, KAFKA_CONFIG_SSL_KEY_PASSWORD=SECRET)
+                  KAFKA_CONFIG_SASL_PASSWORD=SECRET, KAFKA_CONFIG_SSL_KEY_PASSWORD=SECRET,
+                  KAFKA_CONFIG_SASL_OAUTHBEARER_ASSERTION_PRIVATE_KEY_PASSPHRASE=SECRET,
+                  KAFKA_CONFIG_CLIENT_ID="login-dataflow-test")
     job = Job.start(env, tmp_path / "job.log")
     assert job.wait(120) == 0, job.tail()
     text = job.text()
     assert '"sasl.password": "***"' in text  # the settings are logged, masked
+    assert '"sasl.oauthbearer.assertion.private.key.passphrase": "***"' in text
+    assert '"client.id": "login-dataflow-test"' in text  # an allow-listed value is shown
     assert SECRET not in text
     summaries = list((tmp_path / "summaries").glob("*.json"))
     assert len(summaries) == 1

@@ -51,6 +51,22 @@ def test_values_are_parsed_and_normalised() -> None:
         ({"OUTPUT_TOPIC": "user-login"},
          "INPUT_TOPIC: must differ from the output, dead-letter, counts and late topics "
          "(the job would read its own output)"),
+        ({"SOURCE_BATCH_SIZE": "1000001"},
+         "SOURCE_BATCH_SIZE: 1000001 is above the maximum of 1,000,000 "
+         "(librdkafka's consume() limit)"),
+        ({"DLQ_TOPIC": "processed-user-login"},
+         "DLQ_TOPIC: must differ from OUTPUT_TOPIC (both 'processed-user-login'); each kind "
+         "of output needs its own topic"),
+        ({"LATE_TOPIC": "user-login-counts"},
+         "LATE_TOPIC: must differ from COUNTS_TOPIC (both 'user-login-counts'); each kind "
+         "of output needs its own topic"),
+        ({"COUNTS_TOPIC": "x", "LATE_TOPIC": "x", "OUTPUT_TOPIC": "x"},
+         "COUNTS_TOPIC: must differ from OUTPUT_TOPIC (both 'x'); each kind of output needs "
+         "its own topic; LATE_TOPIC: must differ from OUTPUT_TOPIC (both 'x'); each kind of "
+         "output needs its own topic"),
+        ({"LATE_TOPIC": "user-login"},
+         "INPUT_TOPIC: must differ from the output, dead-letter, counts and late topics "
+         "(the job would read its own output)"),
         ({"KAFKA_CONFIG_BOOTSTRAP_SERVERS": "x:1"},
          "KAFKA_CONFIG_BOOTSTRAP_SERVERS: set KAFKA_BOOTSTRAP_SERVERS instead"),
     ],
@@ -71,6 +87,35 @@ def test_kafka_config_passes_through_and_secrets_are_masked() -> None:
     assert settings.kafka_config == {"security.protocol": "SASL_SSL", "sasl.password": "hunter2"}
     assert "hunter2" not in repr(settings)
     assert settings.describe()["kafka_config"]["sasl.password"] == "***"
+
+
+def test_largest_source_batch_size_is_accepted() -> None:
+    """SOURCE_BATCH_SIZE=1,000,000, the most consume() takes, passes the check."""
+    assert Settings.from_env({"SOURCE_BATCH_SIZE": "1000000"}).source_batch_size == 1_000_000
+
+
+@pytest.mark.parametrize("prop", ["SECURITY_PROTOCOL", "SASL_MECHANISM", "SASL_MECHANISMS",
+                                  "CLIENT_ID", "SSL_ENDPOINT_IDENTIFICATION_ALGORITHM", "ACKS",
+                                  "LINGER_MS", "REQUEST_TIMEOUT_MS", "SSL_CA_LOCATION"])
+def test_harmless_kafka_properties_are_shown(prop: str) -> None:
+    """Properties on the allow-list (protocol, mechanism, client id, tuning) are printed."""
+    settings = Settings.from_env({f"KAFKA_CONFIG_{prop}": "visible-value"})
+    (shown,) = settings.describe()["kafka_config"].values()
+    assert shown == "visible-value"
+
+
+@pytest.mark.parametrize("prop", [
+    "SASL_OAUTHBEARER_ASSERTION_PRIVATE_KEY_PASSPHRASE", "SASL_OAUTHBEARER_ASSERTION_PRIVATE_KEY",
+    "SASL_OAUTHBEARER_CLIENT_SECRET", "SASL_OAUTHBEARER_CONFIG", "SASL_PASSWORD",
+    "SASL_USERNAME", "SSL_KEY_PASSWORD", "SSL_KEY_PEM", "SSL_KEYSTORE_PASSWORD",
+    "SSL_CERTIFICATE_PEM", "SASL_JAAS_CONFIG", "SOME_FUTURE_PROPERTY",
+])
+def test_every_other_kafka_property_is_masked(prop: str) -> None:
+    """Anything not on the allow-list, known secret or not, shows as *** in describe and repr."""
+    settings = Settings.from_env({f"KAFKA_CONFIG_{prop}": "hunter2-value"})
+    (shown,) = settings.describe()["kafka_config"].values()
+    assert shown == "***"
+    assert "hunter2-value" not in repr(settings)
 
 
 def test_settings_table_lists_every_variable() -> None:

@@ -22,7 +22,7 @@ from dataflow.dlq.cli import main, select
 from dataflow.dlq.export import export_line, import_line, read_export, write_export
 from dataflow.dlq.records import DeadLetter, DlqError, Filters, parse_time
 from dataflow.dlq.rendering import describe_bytes, render_bytes, render_record, render_summary
-from dataflow.dlq.replay import dry_run
+from dataflow.dlq.replay import ReplayPlan, dry_run
 from dataflow.dlq.summary import summarize
 
 T0 = datetime(2024, 9, 12, 8, 30, tzinfo=UTC)
@@ -224,7 +224,7 @@ def test_dry_run_lists_sends_and_skips_at_the_limit() -> None:
     """A dry run prints what would go and what reached --max-replays, and sends nothing."""
     records = [letter(offset=1), letter(offset=2, extra=[(HEADER_REPLAY_COUNT, b"3")])]
     out = io.StringIO()
-    result = dry_run(records, "user-login", 3, out)
+    result = dry_run(records, ReplayPlan("user-login", "user-login-dlq", 3), out)
     assert (result.sent, result.skipped, result.failed) == (1, 1, 0)
     assert out.getvalue().splitlines() == [
         "would send user-login-dlq[0]@0 (wrong_type, from user-login[0]@1) to user-login "

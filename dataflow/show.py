@@ -110,20 +110,29 @@ def render_counts(rows: list[WindowRow], windows: int = 10) -> str:
         windows_text = f"{len(starts)} window{'' if len(starts) == 1 else 's'}"
         out += ["", f"logins per window by {field} ({windows_text}{note})"]
         out += _grid(header, table)
-    return "\n".join(out).lstrip("\n") if out else "no window counts"
+    if not out:
+        return "no window counts"
+    out += ["", "final: yes = the window closed, its counts will not change; no = an early "
+                "count; - = not given"]
+    return "\n".join(out).lstrip("\n")
 
 
 def render_late(rows: list[WindowRow], limit: int = 20) -> str:
-    """Late records as a table: window, field, value, late logins."""
+    """Late logins as a table: one row per window, field and value, the records summed."""
     if not rows:
         return "no late records"
-    ordered = sorted(rows, key=lambda r: (r.window_start, r.field, r.value))
-    table = [[_window_label(r), r.field, r.value, str(r.count)] for r in ordered[:limit]]
-    more = len(rows) - len(table)
-    lines = [f"late records: {len(rows):,}, {sum(r.count for r in rows):,} late logins"
-             + (f" (first {len(table)} shown)" if more > 0 else "")]
+    summed: Counter[tuple[datetime, str, str]] = Counter()
+    labels: dict[datetime, str] = {}
+    for row in rows:
+        summed[(row.window_start, row.field, row.value)] += row.count
+        labels[row.window_start] = _window_label(row)
+    ordered = sorted(summed.items())
+    table = [[labels[start], field, value, str(n)] for (start, field, value), n in ordered[:limit]]
+    more = len(ordered) - len(table)
+    lines = [f"{len(rows):,} late records, {sum(summed.values()):,} late logins"
+             + (f" (first {len(table)} of {len(ordered)} rows)" if more > 0 else "")]
     return "\n".join(lines + _grid(["window (UTC)", "field", "value", "late logins"], table,
-                                left=3))
+                                   left=3))
 
 
 def render_processed(values: Iterable[bytes | None]) -> str:

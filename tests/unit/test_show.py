@@ -38,6 +38,9 @@ def test_counts_table_has_a_row_per_window_a_column_per_value_and_the_final_flag
         "logins per window by locale (1 window)",
         "window (UTC)                  DE  total  final",
         "2023-09-12 00:45:00-00:46:00   4      4    yes",
+        "",
+        "final: yes = the window closed, its counts will not change; no = an early count; "
+        "- = not given",
     ]
 
 
@@ -54,14 +57,15 @@ def test_counts_beyond_ten_values_go_to_others_and_old_windows_are_cut() -> None
 
 
 def test_late_records_are_a_table_with_totals() -> None:
-    """Late records: one row each, sorted by window, with the number of late logins."""
+    """Late records: a row per window, field and value (records summed), sorted by window."""
     rows, _ = read_windows([count("00:47", "locale", "US", 2, final=None, end="00:48"),
-                            count("00:45", "device_type", "iOS", 1, final=None, end="00:46")])
+                            count("00:45", "device_type", "iOS", 1, final=None, end="00:46"),
+                            count("00:47", "locale", "US", 3, final=None, end="00:48")])
     assert render_late(rows).splitlines() == [
-        "late records: 2, 3 late logins",
+        "3 late records, 6 late logins",
         "window (UTC)                  field        value  late logins",
         "2023-09-12 00:45:00-00:46:00  device_type  iOS              1",
-        "2023-09-12 00:47:00-00:48:00  locale       US               2",
+        "2023-09-12 00:47:00-00:48:00  locale       US               5",
     ]
     assert render_late([]) == "no late records"
 

@@ -12,7 +12,7 @@ from dataflow.deadletters import dead_letter_headers
 from dataflow.dlq import handled
 from dataflow.dlq.records import DeadLetter
 from dataflow.dlq.schemes import Origin, read_origin
-from dataflow.logs import kafka_logger
+from dataflow.logs import configure, kafka_logger
 from dataflow.parsing import parse
 from tests.records import FakeRecord
 
@@ -98,6 +98,7 @@ def test_handled_metadata_round_trips_and_ignores_foreign_text() -> None:
 
 def test_librdkafka_lines_go_through_structlog_and_transient_ones_are_debug() -> None:
     """A GETPID 'Coordinator load in progress' warning becomes debug; real errors stay errors."""
+    configure("debug", "json")
     with structlog.testing.capture_logs() as logs:
         logger = kafka_logger()
         logger.log(logging.WARNING, "%s [%s] %s", "GETPID", "rdkafka#producer-1",
@@ -108,3 +109,4 @@ def test_librdkafka_lines_go_through_structlog_and_transient_ones_are_debug() ->
     assert [(e["log_level"], e["facility"], e["client"]) for e in logs] == [
         ("debug", "GETPID", "rdkafka#producer-1"), ("error", "FAIL", "rdkafka#consumer-2")]
     assert logs[1]["event"] == "Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+    structlog.reset_defaults()

@@ -34,6 +34,14 @@ HEADER_SOURCE_PARTITION = "dlq.source.partition"
 HEADER_SOURCE_OFFSET = "dlq.source.offset"
 HEADER_FAILED_AT = "dlq.failed_at"
 DLQ_HEADER_PREFIX = "dlq."
+# The same context under the Kafka Streams names (KIP-1034), UTF-8 text, so tools
+# that know the Apache Kafka convention read our dead letters too.
+STREAMS_HEADER_PREFIX = "__streams.errors."
+STREAMS_EXCEPTION = "__streams.errors.exception"  # our reason code
+STREAMS_MESSAGE = "__streams.errors.message"  # our detail
+STREAMS_TOPIC = "__streams.errors.topic"
+STREAMS_PARTITION = "__streams.errors.partition"
+STREAMS_OFFSET = "__streams.errors.offset"
 # Added by `dlq replay`; kept on a record that fails again, so loops are visible.
 HEADER_REPLAY_COUNT = "replay.count"
 
@@ -57,15 +65,25 @@ def source_headers(record: KafkaRecord) -> Headers:
 
 
 def dead_letter_headers(rejected: Rejected, failed_at: datetime) -> Headers:
-    """The original headers plus the dlq.* context of one rejected record."""
+    """The original headers plus the dlq.* and KIP-1034 context of one rejected record."""
     source: KafkaRecord = rejected.source
+    reason = rejected.reason.encode()
+    detail = rejected.detail[:_MAX_DETAIL].encode()
+    topic = str(source.topic()).encode()
+    partition = str(source.partition()).encode()
+    offset = str(source.offset()).encode()
     headers = list(source.headers() or ())
     headers += [
-        (HEADER_REASON, rejected.reason.encode()),
-        (HEADER_DETAIL, rejected.detail[:_MAX_DETAIL].encode()),
-        (HEADER_SOURCE_TOPIC, str(source.topic()).encode()),
-        (HEADER_SOURCE_PARTITION, str(source.partition()).encode()),
-        (HEADER_SOURCE_OFFSET, str(source.offset()).encode()),
+        (HEADER_REASON, reason),
+        (HEADER_DETAIL, detail),
+        (HEADER_SOURCE_TOPIC, topic),
+        (HEADER_SOURCE_PARTITION, partition),
+        (HEADER_SOURCE_OFFSET, offset),
         (HEADER_FAILED_AT, failed_at.astimezone(UTC).isoformat().encode()),
+        (STREAMS_EXCEPTION, reason),
+        (STREAMS_MESSAGE, detail),
+        (STREAMS_TOPIC, topic),
+        (STREAMS_PARTITION, partition),
+        (STREAMS_OFFSET, offset),
     ]
     return headers

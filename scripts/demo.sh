@@ -37,9 +37,11 @@ ok = total["consumed"] == total["processed"] + total["filtered"] + total["dead_l
 print("consumed == processed + filtered + dead-lettered:", ok)
 PYEOF
 
-step "4. Processed records (processed-user-login), first 2"
-$PY -m dataflow dlq show --topic processed-user-login --limit 2
-step "5. Window counts (user-login-counts), first 4"
-$PY -m dataflow dlq show --topic user-login-counts --limit 4
-step "6. Dead letters by reason (user-login-dlq)"
+step "4. Processed records (processed-user-login), the first 2, as JSON"
+$PY -m dataflow.show processed --limit 2
+step "5. Logins per event-time window (user-login-counts), the last 5 windows"
+$PY -m dataflow.show counts --limit 5
+step "6. Logins that came after their window closed (user-login-late)"
+$PY -m dataflow.show late --limit 10
+step "7. Dead letters by reason (user-login-dlq)"
 $PY -m dataflow dlq summary

@@ -18,9 +18,11 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from dataflow.dlq import handled
 from dataflow.dlq.records import DeadLetter, DlqError
 from dataflow.errors import kafka_reason
 from dataflow.kafka_config import consumer_config
+from dataflow.logs import kafka_logger
 from dataflow.settings import Settings
 
 REVIEW_GROUP = "dataflow-dlq-review"  # required by the client; never committed
@@ -38,6 +40,7 @@ def _reader_config(settings: Settings, commit_group: str | None) -> dict[str, An
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        "logger": kafka_logger(),
     }
 
 
@@ -52,7 +55,11 @@ class DlqReader:
         self._consumer = Consumer(_reader_config(settings, commit_group))
         self._bounds: dict[int, tuple[int, int]] = {}
         self._positions: dict[int, int] = {}
+        self._held: dict[int, list[int]] = {}
+        self._earlier: dict[int, handled.Ranges] = {}
         self.read = 0
+        self.already_handled = 0
+        self.unrecorded = 0
 
     def __enter__(self) -> DlqReader:
         try:
@@ -92,6 +99,8 @@ class DlqReader:
             return {}
         wanted = [TopicPartition(self.topic, p) for p in ids]
         committed = self._consumer.committed(wanted, timeout=METADATA_TIMEOUT_SECONDS)
+        self._earlier = {tp.partition: handled.decode(tp.metadata) for tp in committed
+                         if tp.offset >= 0}
         return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
 
     def _find_bounds(self) -> dict[int, tuple[int, int]]:
@@ -146,6 +155,9 @@ class DlqReader:
         if message.offset() >= end - 1:
             pending.pop(partition)
         self._positions[partition] = message.offset() + 1
+        if handled.contains(self._earlier.get(partition, []), message.offset()):
+            self.already_handled += 1  # the commit group handled it in an earlier run
+            return None
         return DeadLetter.from_message(message)
 
     def _report(self) -> None:
@@ -153,11 +165,24 @@ class DlqReader:
         print(f"dlq: read {self.read:,} of {self.total:,} records from {self.topic} "
               f"({share:.0%})", file=self._progress_out, flush=True)
 
+    def hold(self, record: DeadLetter) -> None:
+        """Mark a record read but not handled: no commit moves past it."""
+        self._held.setdefault(record.partition, []).append(record.offset)
+
     def commit(self) -> None:
-        """Move the commit group's offsets past what was read (nothing without a group)."""
+        """Commit, per partition, the first record not handled, and the handled ones after it.
+
+        Nothing happens without a commit group. See ``dataflow.dlq.handled``.
+        """
         if self._commit_group is None:
             return
-        offsets = [TopicPartition(self.topic, p, position)
-                   for p, position in self._positions.items()]
+        offsets = []
+        for p, position in self._positions.items():
+            at, ranges = handled.commit_point(position, self._held.get(p, []),
+                                              self._earlier.get(p, []))
+            metadata, left_out = handled.encode(ranges)
+            if left_out:
+                self.unrecorded += left_out
+            offsets.append(TopicPartition(self.topic, p, at, metadata=metadata))
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)

@@ -13,16 +13,8 @@ from typing import Any
 
 import msgspec
 
-from dataflow.deadletters import (
-    DLQ_HEADER_PREFIX,
-    HEADER_DETAIL,
-    HEADER_FAILED_AT,
-    HEADER_REASON,
-    HEADER_REPLAY_COUNT,
-    HEADER_SOURCE_OFFSET,
-    HEADER_SOURCE_PARTITION,
-    HEADER_SOURCE_TOPIC,
-)
+from dataflow.deadletters import HEADER_FAILED_AT, HEADER_REPLAY_COUNT
+from dataflow.dlq.schemes import Origin, is_context, read_origin
 from dataflow.errors import PipelineError
 
 # librdkafka's TIMESTAMP_NOT_AVAILABLE
@@ -84,36 +76,56 @@ class DeadLetter(msgspec.Struct, frozen=True):
         return found
 
     @property
+    def origin(self) -> Origin:
+        """Source place and error, from whichever header scheme the record carries."""
+        return read_origin(self.headers)
+
+    @property
+    def scheme(self) -> str:
+        """Header scheme the context was read from (dlq, kafka-streams, ...), or "(none)"."""
+        return self.origin.scheme or "(none)"
+
+    @property
     def reason(self) -> str:
-        """The reason code, or "(none)" for a record without dlq.reason."""
-        return _text(self.header(HEADER_REASON)) or "(none)"
+        """The error: our reason code or the exception class, "(none)" when absent."""
+        return self.origin.error or "(none)"
 
     @property
     def detail(self) -> str:
-        """What the parser said, or an empty string."""
-        return _text(self.header(HEADER_DETAIL)) or ""
+        """What the parser (or the exception message) said, or an empty string."""
+        return self.origin.detail or ""
 
     @property
     def source_topic(self) -> str | None:
         """Topic the record was read from when it failed."""
-        return _text(self.header(HEADER_SOURCE_TOPIC))
+        return self.origin.topic
 
     @property
     def source_partition(self) -> int | None:
         """Partition of the source topic."""
-        return _int(self.header(HEADER_SOURCE_PARTITION))
+        return self.origin.partition
 
     @property
     def source_offset(self) -> int | None:
         """Offset in the source partition."""
-        return _int(self.header(HEADER_SOURCE_OFFSET))
+        return self.origin.offset
+
+    @property
+    def source_key(self) -> tuple[str, int, int] | None:
+        """(topic, partition, offset) of the original record, None unless all are known."""
+        origin = self.origin
+        if origin.topic is None or origin.partition is None or origin.offset is None:
+            return None
+        return (origin.topic, origin.partition, origin.offset)
 
     @property
     def failed_at(self) -> datetime | None:
-        """When the dataflow rejected it (dlq.failed_at), UTC."""
+        """When it failed: dlq.failed_at, else (other schemes) the dead letter's timestamp."""
         raw = _text(self.header(HEADER_FAILED_AT))
-        if raw is None:
-            return None
+        if raw is None:  # other schemes: when the dead letter was written
+            if self.scheme in ("(none)", "dlq") or self.timestamp_ms is None:
+                return None
+            return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
         try:
             return parse_time(raw).astimezone(UTC)
         except DlqError:
@@ -125,9 +137,9 @@ class DeadLetter(msgspec.Struct, frozen=True):
         return max(_int(self.header(HEADER_REPLAY_COUNT)) or 0, 0)
 
     def replay_headers(self) -> RecordHeaders:
-        """Original headers minus dlq.* and replay.count, plus replay.count + 1."""
+        """Original headers minus failure context and replay.count, plus replay.count + 1."""
         kept = [(k, v) for k, v in self.headers
-                if not k.startswith(DLQ_HEADER_PREFIX) and k != HEADER_REPLAY_COUNT]
+                if not is_context(k) and k != HEADER_REPLAY_COUNT]
         return [*kept, (HEADER_REPLAY_COUNT, str(self.replay_count + 1).encode())]
 
 

@@ -63,10 +63,12 @@ def _time(value: datetime | None) -> str:
 def render_record(record: DeadLetter, *, full: bool = False) -> str:
     """One dead letter as a block of lines for `show`."""
     offset = record.source_offset
+    scheme = record.scheme
     lines = [
         f"{record.topic}[{record.partition}]@{record.offset}  {record.reason}  "
         f"failed_at {_time(record.failed_at)}",
-        f"  source   {source_name(record)}@{'?' if offset is None else offset}",
+        f"  source   {source_name(record)}@{'?' if offset is None else offset}"
+        + ("" if scheme in ("dlq", "(none)") else f" ({scheme})"),
         f"  detail   {_escape_text(record.detail) or '-'}",
         f"  key      [{describe_bytes(record.key)}] {render_bytes(record.key, full=full)}",
         f"  value    [{describe_bytes(record.value)}] {render_bytes(record.value, full=full)}",
@@ -103,6 +105,8 @@ def render_summary(summary: Summary, top: int) -> str:
         lines.append(f"already replayed at least once: {summary.replayed:,}")
     lines += _table("reason", summary.by_reason.most_common(), summary.total, dict(REASONS))
     lines += _table("source", summary.by_source.most_common(), summary.total, {})
+    if set(summary.by_scheme) - {"dlq"}:
+        lines += _table("header scheme", summary.by_scheme.most_common(), summary.total, {})
     details = summary.details.most_common(top)
     if details:
         lines += ["", f"most frequent details (top {len(details)})", f"{'count':>9}  detail"]

@@ -30,6 +30,7 @@ class Summary:
     total: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
     by_source: Counter[str] = field(default_factory=Counter)
+    by_scheme: Counter[str] = field(default_factory=Counter)
     details: Counter[str] = field(default_factory=Counter)
     replayed: int = 0
     first_failure: datetime | None = None
@@ -40,6 +41,7 @@ class Summary:
         self.total += 1
         self.by_reason[record.reason] += 1
         self.by_source[source_name(record)] += 1
+        self.by_scheme[record.scheme] += 1
         detail = record.detail
         if detail not in self.details and len(self.details) >= MAX_DETAILS:
             detail = OTHER_DETAILS
@@ -60,6 +62,7 @@ class Summary:
             "total": self.total,
             "by_reason": dict(self.by_reason.most_common()),
             "by_source": dict(self.by_source.most_common()),
+            "by_scheme": dict(self.by_scheme.most_common()),
             "first_failure": self.first_failure.isoformat() if self.first_failure else None,
             "last_failure": self.last_failure.isoformat() if self.last_failure else None,
             "replayed_before": self.replayed,

@@ -19,6 +19,7 @@ from dataflow.generator.producing import (
     GeneratorSummary,
     run_generator,
 )
+from dataflow.logs import configure
 from dataflow.settings import Settings, describe_settings
 
 PROG = "python -m dataflow generate"
@@ -99,6 +100,7 @@ def main(argv: list[str]) -> int:
     try:
         options = options_from_args(args)
         settings = Settings.from_env(os.environ)
+        configure(settings.log_level, settings.log_format)
         stop = threading.Event()
         _install_stop(stop)
         summary = run_generator(settings, options, stop)

@@ -27,6 +27,7 @@ from dataflow.generator.events import (
     excluded_locales_for,
 )
 from dataflow.kafka_config import admin_config, producer_config
+from dataflow.logs import kafka_logger
 from dataflow.settings import Settings
 from dataflow.topics import ensure_topics
 
@@ -81,8 +82,8 @@ class GeneratorSummary:
 
 def ensure_topic(settings: Settings, topic: str, partitions: int) -> bool:
     """Create ``topic`` with ``partitions`` if missing; True when it was created."""
-    # log_level 4: no informational lines from this short-lived client on the terminal
-    config = {**admin_config(settings), "log_level": 4}
+    # librdkafka's lines go through the project's logs (LOG_LEVEL), never raw to stderr
+    config = {**admin_config(settings), "logger": kafka_logger()}
     return bool(ensure_topics(config, [topic], partitions, timeout=ADMIN_TIMEOUT_SECONDS).created)
 
 
@@ -175,7 +176,8 @@ def run_generator(settings: Settings, options: GeneratorOptions,
                            time_shape=TimeShape.from_settings(settings))
     summary = GeneratorSummary(topic)
     # acks=all, idempotence, linger.ms=5 (dataflow.kafka_config); one callback for every write
-    producer = Producer({**producer_config(settings), "on_delivery": _Deliveries(summary)})
+    producer = Producer({**producer_config(settings), "on_delivery": _Deliveries(summary),
+                         "logger": kafka_logger()})
     progress = _Progress(summary, options.progress_seconds, progress_out or sys.stderr)
     stopped = stop.is_set if stop is not None else (lambda: False)
     start = time.perf_counter()

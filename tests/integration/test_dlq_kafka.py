@@ -135,10 +135,10 @@ def test_replay_resends_byte_exact_without_dlq_headers(
     assert replayed == expected
 
 
-def _committed(bootstrap: str, group: str, topic: str) -> list[int]:
+def _committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> list[int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        parts = [TopicPartition(topic, p) for p in range(3)]
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
         return [tp.offset for tp in consumer.committed(parts, timeout=10)]
     finally:
         consumer.close()
@@ -164,3 +164,66 @@ def test_missing_topic_is_a_one_line_error(topics: dict[str, str],
     assert main(["summary", "--topic", "no-such-topic-here"]) == 1
     assert capsys.readouterr().err == (
         "python -m dataflow dlq summary: error: topic 'no-such-topic-here' does not exist\n")
+
+
+def _write(bootstrap: str, topic: str, letters: list[tuple[int, bytes, Headers]]) -> None:
+    """Write (partition, value, headers) records, key = value, every delivery confirmed."""
+    errors: list[KafkaError] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for partition, value, headers in letters:
+        as_sent: list[tuple[str, str | bytes | None]] = list(headers)
+        producer.produce(topic, value, value, partition=partition, headers=as_sent,
+                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
+    assert producer.flush(30) == 0 and not errors
+
+
+def test_replay_sends_a_duplicated_dead_letter_once(
+    kafka_bootstrap: str, topics: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two copies of one dead letter (same dlq.source.*, as after a crash) are replayed once."""
+    _, key, value, original, reason, offset, count = LETTERS[1]
+    assert key is not None and value is not None
+    copy = _dlq_headers(original, reason, offset, count)
+    errors: list[KafkaError] = []
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
+    producer.produce(topics["dlq"], value, key, partition=2, headers=list(copy),  # type: ignore[arg-type]
+                     on_delivery=lambda err, _msg: errors.append(err) if err else None)
+    assert producer.flush(30) == 0 and not errors
+    assert main(["replay"]) == 0
+    assert capsys.readouterr().out == (
+        f"dlq: replayed 5 to {topics['input']}, 0 failed, skipped 1 at --max-replays 3, "
+        "1 duplicate\n")
+    keys = sorted(m.key() or b"" for m in consume_all(kafka_bootstrap, topics["input"]))
+    assert keys == [b"", b"k0", b"k1", b"k3", b"k4"]
+
+
+def test_commit_group_with_reason_leaves_other_records_for_the_next_replay(
+    kafka_bootstrap: str, topics: dict[str, str]
+) -> None:
+    """replay --reason with a group, then without: every record is replayed exactly once."""
+    assert main(["replay", "--reason", "wrong_type", "--commit-group", "ops"]) == 0
+    assert main(["replay", "--commit-group", "ops"]) == 0
+    assert main(["replay", "--commit-group", "ops"]) == 0
+    keys = sorted(m.key() or b"" for m in consume_all(kafka_bootstrap, topics["input"]))
+    assert keys == [b"", b"k0", b"k1", b"k3", b"k4"]
+
+
+def test_commit_group_with_reason_and_limit_does_not_skip_unmatched_records(
+    kafka_bootstrap: str, make_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--reason X --limit 1 --commit-group G, then --commit-group G: the rest go, none twice."""
+    dlq, target = make_topic(partitions=1), make_topic(partitions=1)
+    reasons = ["wrong_type", "invalid_utf8", "wrong_type", "invalid_utf8"]
+    _write(kafka_bootstrap, dlq, [
+        (0, f"v{n}".encode(), _dlq_headers([], reason, n, None))
+        for n, reason in enumerate(reasons)])
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("DLQ_TOPIC", dlq)
+    monkeypatch.setenv("INPUT_TOPIC", target)
+    assert main(["replay", "--reason", "invalid_utf8", "--limit", "1",
+                 "--commit-group", "g"]) == 0
+    assert [m.value() for m in consume_all(kafka_bootstrap, target)] == [b"v1"]
+    assert main(["replay", "--commit-group", "g"]) == 0
+    assert [m.value() for m in consume_all(kafka_bootstrap, target)] == [
+        b"v1", b"v0", b"v2", b"v3"]
+    assert _committed(kafka_bootstrap, "g", dlq, partitions=1) == [4]

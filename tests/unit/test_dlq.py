@@ -18,11 +18,11 @@ from dataflow.deadletters import (
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
 )
-from dataflow.dlq.cli import main, select
+from dataflow.dlq.cli import build_parser, main, select
 from dataflow.dlq.export import export_line, import_line, read_export, write_export
 from dataflow.dlq.records import DeadLetter, DlqError, Filters, parse_time
 from dataflow.dlq.rendering import describe_bytes, render_bytes, render_record, render_summary
-from dataflow.dlq.replay import dry_run
+from dataflow.dlq.replay import ReplayPlan, dry_run
 from dataflow.dlq.summary import summarize
 
 T0 = datetime(2024, 9, 12, 8, 30, tzinfo=UTC)
@@ -224,7 +224,7 @@ def test_dry_run_lists_sends_and_skips_at_the_limit() -> None:
     """A dry run prints what would go and what reached --max-replays, and sends nothing."""
     records = [letter(offset=1), letter(offset=2, extra=[(HEADER_REPLAY_COUNT, b"3")])]
     out = io.StringIO()
-    result = dry_run(records, "user-login", 3, out)
+    result = dry_run(records, ReplayPlan("user-login", "user-login-dlq", 3), out)
     assert (result.sent, result.skipped, result.failed) == (1, 1, 0)
     assert out.getvalue().splitlines() == [
         "would send user-login-dlq[0]@0 (wrong_type, from user-login[0]@1) to user-login "
@@ -261,3 +261,23 @@ def test_bad_values_fail_before_connecting(capsys: pytest.CaptureFixture[str],
     assert main(["show", "--since", "2024-01-02", "--until", "2024-01-01"]) == 1
     assert capsys.readouterr().err == (
         "python -m dataflow dlq show: error: --since is after --until: nothing can match\n")
+
+
+def test_help_lists_only_the_settings_the_tool_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    """dlq --help names its topics, client and log settings, not the job's window settings."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.split("environment:\n")[1].splitlines()]
+    assert listed == ["KAFKA_BOOTSTRAP_SERVERS", "INPUT_TOPIC", "DLQ_TOPIC",
+                      "CONSUMER_QUEUE_KBYTES", "DELIVERY_TIMEOUT_MS", "LOG_LEVEL", "LOG_FORMAT",
+                      "KAFKA_CONFIG_<PROPERTY>"]
+
+
+def test_reason_accepts_our_codes_and_exception_classes() -> None:
+    """--reason takes a reason code or a dotted exception class; other text is refused."""
+    args = build_parser().parse_args(["show", "--reason", "wrong_type", "--reason",
+                                      "org.apache.kafka.connect.errors.DataException"])
+    assert args.reason == ["wrong_type", "org.apache.kafka.connect.errors.DataException"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["show", "--reason", "wrongtype"])

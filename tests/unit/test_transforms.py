@@ -68,6 +68,11 @@ def test_dead_letter_keeps_bytes_key_headers_and_adds_context() -> None:
         ("dlq.source.partition", b"3"),
         ("dlq.source.offset", b"99"),
         ("dlq.failed_at", b"2026-11-24T12:00:00.123000+00:00"),
+        ("__streams.errors.exception", b"invalid_utf8"),
+        ("__streams.errors.message", b"invalid UTF-8 at byte 0"),
+        ("__streams.errors.topic", b"user-login"),
+        ("__streams.errors.partition", b"3"),
+        ("__streams.errors.offset", b"99"),
     ]
 
 

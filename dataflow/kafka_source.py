@@ -101,6 +101,7 @@ class PartitionReader:
         if good:
             self.position = good[-1].offset() + 1  # type: ignore[operator]  # set when consumed
             metrics.CONSUMED.inc(len(good))
+            metrics.mark_first_read()
         elif self.end is not None:
             # Transaction markers and compacted gaps are never returned as messages, but
             # the consumer's position moves past them: without this, such a partition

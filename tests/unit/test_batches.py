@@ -89,3 +89,18 @@ def test_idle_partition_takes_part_again_with_its_next_record() -> None:
     updates = _split(processor.process(_records(BASE + 1)))[1]
     assert len(updates) == len(SHARD_KEYS)
     assert {u.state for _, u in updates} == {"active"}
+
+
+def test_values_getter_reads_every_countable_field_like_the_documented_rules() -> None:
+    """The generated getter returns each field's value: device type lower-cased or
+    'unknown', locale upper-cased, ip_version as text."""
+    from dataflow.batches import values_getter
+    from dataflow.parsing import parse
+    from dataflow.settings import COUNTABLE_FIELDS
+
+    accepted = parse(FakeRecord(login_bytes(device_type="iOS", locale="ru", ip="::1")))
+    missing = parse(FakeRecord(login_bytes(device_type=None)))
+    get = values_getter(COUNTABLE_FIELDS)
+    assert get(accepted) == ("ios", "RU", "2.3.0", "6", "424cdd21-063a-43a7-b91b-7ca1a833afae",
+                             "593-47-5928")
+    assert values_getter(("device_type",))(missing) == ("unknown",)

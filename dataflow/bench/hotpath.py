@@ -1,0 +1,99 @@
+"""`python -m dataflow.bench.hotpath`: the job's per-record Python work, step by step, no Kafka.
+
+Builds real ``confluent_kafka.Message`` objects carrying the bench's mix (5% bad,
+3% excluded) and times each step of the job's hot path over them in batches of
+``SOURCE_BATCH_SIZE``: the partition's batch step (parse, split, filter,
+lateness, partial counts), enrich, dead letters, late records, and producing the
+result to a producer that never connects (its queue is purged). It prints µs per
+input record for each, best of ``--repeat`` runs. Kafka's own cost (fetch,
+network, broker) is not in it: this is the floor of what the job's Python costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Message, Producer
+
+from dataflow.batches import PartitionProcessor, SourceBatch
+from dataflow.bench.cases import EXCLUDED, MIX
+from dataflow.generator.events import EventFactory
+from dataflow.settings import Settings
+from dataflow.transforms import DeadLetterer, Enricher
+from dataflow.windows import LateWriter
+
+START = 1_700_000_000
+
+
+def messages(count: int, rate: float = 2000.0) -> list[Any]:
+    """The bench's mix as consumed Messages of one partition, event time advancing at ``rate``."""
+    factory = EventFactory(7, MIX, START, rate=rate, excluded_locales=(EXCLUDED,))
+    return [Message("user-login", 0, offset, key, value, None, None, (1, START * 1000 + offset))
+            for offset, (key, value, _kind) in enumerate(factory.take(count))]
+
+
+def _best(run: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def measure(count: int, repeat: int) -> dict[str, float]:
+    """µs per input record of each step, best of ``repeat``."""
+    settings = Settings(excluded_locales=frozenset({EXCLUDED}))
+    records = messages(count)
+    size = settings.source_batch_size
+    chunks = [records[i:i + size] for i in range(0, len(records), size)]
+    enrich, dead, late = Enricher(settings), DeadLetterer(settings), LateWriter(settings)
+    producer = Producer({"bootstrap.servers": "127.0.0.1:1", "queue.buffering.max.messages":
+                         2_000_000, "queue.buffering.max.kbytes": 2_097_151,
+                         "log_level": 0})
+
+    def step() -> list[SourceBatch]:
+        processor = PartitionProcessor(settings, 0, 1)
+        return [processor.process(chunk)[0] for chunk in chunks]
+
+    batches = step()
+    outputs = [out for b in batches for out in (*enrich(b), *dead(b), *late(b))]
+
+    def produce() -> None:
+        for topic, key, value, headers, timestamp in outputs:
+            producer.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
+                             timestamp=timestamp or 0)
+        producer.purge()
+
+    gc.collect()
+    gc.freeze()
+    result = {
+        "batch step (parse, split, filter, lateness, partial counts)": _best(step, repeat),
+        "enrich": _best(lambda: [enrich(b) for b in batches], repeat),
+        "dead letters": _best(lambda: [dead(b) for b in batches], repeat),
+        "late records": _best(lambda: [late(b) for b in batches], repeat),
+        "produce (librdkafka, not sent)": _best(produce, repeat),
+    }
+    return {name: seconds / count * 1e6 for name, seconds in result.items()}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dataflow.bench.hotpath", description=__doc__)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    figures = measure(args.records, args.repeat)
+    width = max(map(len, figures))
+    for name, micros in figures.items():
+        print(f"{name:<{width}}  {micros:5.2f} us/record")
+    print(f"{'total':<{width}}  {sum(figures.values()):5.2f} us/record")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -12,13 +12,15 @@ import sys
 from typing import NoReturn
 
 from bytewax.dataflow import Dataflow
+from confluent_kafka.admin import AdminClient
 
 from dataflow import logs, metrics
 from dataflow.errors import MissingTopicError, PipelineError
-from dataflow.kafka_config import check_client_configs
+from dataflow.kafka_config import admin_config, check_client_configs
 from dataflow.kafka_source import list_partitions
 from dataflow.runner import check_metrics_port
 from dataflow.settings import Settings
+from dataflow.source import LoginSource
 
 log = logs.get_logger(__name__)
 
@@ -28,19 +30,23 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def check_topics(settings: Settings) -> None:
-    """Every topic the job reads or writes exists (the broker does not auto-create)."""
+def check_topics(settings: Settings) -> list[int]:
+    """Every topic the job reads or writes exists (the broker does not auto-create); returns
+    the input topic's partitions. One admin client for all of them."""
+    admin = AdminClient(admin_config(settings))
     missing = []
+    found: dict[str, list[int]] = {}
     for topic in (settings.input_topic, settings.output_topic, settings.dlq_topic,
                   settings.counts_topic, settings.late_topic):
         try:
-            list_partitions(settings, topic)
+            found[topic] = list_partitions(settings, topic, admin)
         except MissingTopicError:
             missing.append(topic)
     if missing:
         msg = (f"missing topic(s) on {settings.bootstrap_servers}: {', '.join(missing)}; "
                "create them (locally: python -m dataflow kafka create-topics)")
         raise PipelineError(msg)
+    return found[settings.input_topic]
 
 
 def _summarise(settings: Settings) -> None:
@@ -59,7 +65,7 @@ def flow_from_environment() -> Dataflow:
         check_metrics_port(settings.metrics_address, metrics.process_id())
         logs.configure(settings.log_level, settings.log_format)
         check_client_configs(settings)
-        check_topics(settings)
+        partitions = check_topics(settings)
     except PipelineError as exc:
         _fail(str(exc))
     log.info("starting", settings=settings.describe(),
@@ -70,6 +76,6 @@ def flow_from_environment() -> Dataflow:
         except OSError as exc:
             _fail(f"METRICS_ADDRESS: cannot listen on {settings.metrics_address}: {exc}")
     atexit.register(_summarise, settings)
-    flow = build_flow(settings)
+    flow = build_flow(settings, LoginSource(settings, partitions=partitions))
     tune_garbage_collector()
     return flow

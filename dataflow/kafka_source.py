@@ -29,10 +29,11 @@ _FATAL_CODES = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_
 METADATA_TIMEOUT_S = 10.0
 
 
-def list_partitions(settings: Settings, topic: str) -> list[int]:
+def list_partitions(settings: Settings, topic: str,
+                    admin: AdminClient | None = None) -> list[int]:
     """Partition ids of a topic; MissingTopicError when it does not exist, SourceError when
-    it cannot be read (Kafka unreachable, not authorised)."""
-    admin = AdminClient(admin_config(settings))
+    it cannot be read (Kafka unreachable, not authorised). Pass ``admin`` to reuse a client."""
+    admin = admin or AdminClient(admin_config(settings))
     try:
         metadata = admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
     except Exception as exc:  # KafkaException: transport, timeout

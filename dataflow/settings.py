@@ -202,14 +202,16 @@ SPECS: tuple[Spec, ...] = (
     Spec("DLQ_TOPIC", "dlq_topic", "user-login-dlq",
          "Dead-letter topic: rejected records, original bytes, dlq.* headers.", _topic),
     Spec("COUNTS_TOPIC", "counts_topic", "user-login-counts",
-         "Topic of closed-window login counts per field and value.", _topic),
+         "Topic of window login counts per field and value (final, or provisional at the "
+         "end of a finite run).", _topic),
     Spec("LATE_TOPIC", "late_topic", "user-login-late",
-         "Topic of logins that arrived after their window closed (counted, not lost).",
+         "Topic of late logins: too old for their partition to count (counted, not lost).",
          _topic),
     Spec("WINDOW_SECONDS", "window_seconds", "60",
          "Length of the event-time tumbling windows, in seconds.", _int_at_least(1)),
     Spec("ALLOWED_LATENESS_SECONDS", "allowed_lateness_seconds", "10",
-         "How long a window waits for out-of-order events before it closes.",
+         "How much older than the newest event of its partition an event may be and still "
+         "be counted (else it is late).",
          _int_at_least(0)),
     Spec("IDLE_PARTITION_SECONDS", "idle_partition_seconds", "15",
          "A partition caught up with its log end and quiet this long stops holding windows "

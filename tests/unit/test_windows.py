@@ -63,3 +63,24 @@ def test_snapshot_is_a_copy() -> None:
     saved = shard.snapshot()
     shard.apply([_update(0, 0, counts=((0, "locale", "US", 1),))])
     assert saved.windows == {0: {("locale", "US"): 1}}
+
+
+def test_count_and_late_records_are_keyed_per_window_and_stamped_when_written() -> None:
+    """Count records: JSON with final, key field:value@window_start, no event-time timestamp
+    (the broker stamps them now: never refused, never expired at once)."""
+    import json
+
+    from dataflow.settings import Settings
+    from dataflow.windows import CountWriter
+
+    write = CountWriter(Settings())
+    [(topic, key, value, headers, ts)] = write(("shard-00", WindowTotal(1_694_479_500, "locale",
+                                                                        "US", 7, False)))
+    assert (topic, key, headers, ts) == ("user-login-counts",
+                                         b"locale:US@2023-09-12T00:45:00+00:00", None, None)
+    assert json.loads(value) == {"window_start": "2023-09-12T00:45:00+00:00",
+                                 "window_end": "2023-09-12T00:46:00+00:00", "field": "locale",
+                                 "value": "US", "count": 7, "final": False}
+    [(topic, key, value, _, ts)] = write(("shard-00", ShardLate(1_694_479_500, "locale", "US",
+                                                                2)))
+    assert (topic, ts, json.loads(value)["count"]) == ("user-login-late", None, 2)

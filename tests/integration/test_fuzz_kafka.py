@@ -93,7 +93,7 @@ def hostile_records(n: int) -> list[Record]:
     records: list[Record] = [(_key(rng, i), _value(rng, i), i % PARTITIONS, _headers(rng))
                              for i in range(n)]
     for p in range(PARTITIONS):  # their dead letters do not fit: cut by the oversize scheme
-        records.append((b"huge", b'{"user_id": "' + b"x" * 999_000, p, [("h", b"v")]))
+        records.append((b"huge", b'{"user_id": "' + b"x" * 999_580, p, [("h", b"v")]))
     return records
 
 

@@ -11,6 +11,7 @@ finite run (``STOP_AT_END``) that succeeded, it commits the end offsets to
 from __future__ import annotations
 
 import runpy
+import signal
 import sys
 
 from bytewax.errors import BytewaxRuntimeError
@@ -40,6 +41,9 @@ def interrupted(exc: BaseException) -> bool:
 
 
 def main() -> int:
+    # A process started in the background by a shell inherits SIGINT ignored, and then
+    # the runner's forwarded Ctrl-C would do nothing: take the default handler back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.argv[0] = "python -m bytewax.run"
     try:
         runpy.run_module("bytewax.run", run_name="__main__", alter_sys=True)

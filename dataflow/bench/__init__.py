@@ -22,6 +22,7 @@ from dataflow.bench.latency import run_latency
 from dataflow.bench.report import machine, table, write_json
 from dataflow.errors import MissingTopicError, PipelineError
 from dataflow.kafka_source import list_partitions
+from dataflow.logs import configure
 from dataflow.settings import Settings
 
 CEILING = "ceiling: plain consume -> produce loop"
@@ -89,6 +90,7 @@ def main(argv: list[str]) -> int:
     try:
         baseline = _check_baseline(args.baseline)
         settings = Settings.from_env(os.environ)
+        configure(settings.log_level, settings.log_format)
         _check_broker(settings)
     except PipelineError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

@@ -28,9 +28,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from dataflow.batches import PartitionProcessor
+from dataflow.kafka_config import consumer_config
 from dataflow.kafka_source import PartitionReader, list_partitions
+from dataflow.logs import get_logger
 from dataflow.schemas import KafkaRecord
 from dataflow.settings import Settings
 from dataflow.watermarks import ACTIVE, ClockState
@@ -40,6 +43,7 @@ from dataflow.watermarks import ACTIVE, ClockState
 # waits at most that long (a busy partition is polled again at once).
 FIRST_EMPTY_PAUSE = timedelta(milliseconds=10)
 LONGEST_EMPTY_PAUSE = timedelta(milliseconds=100)
+log = get_logger(__name__)
 # Partitions that a finite run read to their end in this process: committed only
 # once the whole run has succeeded (their last outputs are written by then).
 _FINISHED: dict[int, tuple[Settings, int]] = {}
@@ -119,17 +123,23 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
 def commit_finished() -> int:
     """Commit the end offsets of the partitions this process finished; how many it did.
 
-    Call only after the run succeeded: everything read is written by then."""
-    done = 0
-    while _FINISHED:
-        partition, (settings, position) = _FINISHED.popitem()
-        reader = PartitionReader(settings, partition, position)
-        try:
-            reader.commit(position, asynchronous=False)
-            done += 1
-        finally:
-            reader.close()
-    return done
+    Call only after the run succeeded: everything read is written by then. One consumer
+    and one synchronous commit for all of them."""
+    if not _FINISHED:
+        return 0
+    settings = next(iter(_FINISHED.values()))[0]
+    offsets = [TopicPartition(settings.input_topic, partition, position)
+               for partition, (_, position) in sorted(_FINISHED.items())]
+    _FINISHED.clear()
+    consumer = Consumer(consumer_config(settings))
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        log.warning("commit_failed", topic=settings.input_topic, error=str(exc))
+        return 0
+    finally:
+        consumer.close()
+    return len(offsets)
 
 
 class LoginSource(FixedPartitionedSource[Any, SavedPartition]):

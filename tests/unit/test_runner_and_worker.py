@@ -26,7 +26,13 @@ def test_runner_gives_each_process_its_id_and_the_shared_addresses() -> None:
     assert [env["BYTEWAX_PROCESS_ID"] for _, env in commands] == ["0", "1", "2"]
     assert {env["BYTEWAX_ADDRESSES"] for _, env in commands} == {
         "127.0.0.1:4000;127.0.0.1:4001;127.0.0.1:4002"}
-    assert commands[0][0][-4:] == ["dataflow.worker", "dataflow.flow", "-w", "2"]
+    assert commands[0][0][-6:] == ["dataflow.worker", "dataflow.flow", "-w", "2", "-s", "1"]
+
+
+def test_runner_without_recovery_uses_one_second_epochs() -> None:
+    """Without -r, epochs of 1 s: the consumer group's offsets trail the output by ~1 s."""
+    [(command, _)] = process_commands(_args(processes=1))
+    assert command[-2:] == ["-s", "1"] and "-r" not in command
 
 
 def test_runner_passes_recovery_flags_together() -> None:

@@ -112,8 +112,8 @@ def render_counts(rows: list[WindowRow], windows: int = 10) -> str:
         out += _grid(header, table)
     if not out:
         return "no window counts"
-    out += ["", "final: yes = the window closed, its counts will not change; no = an early "
-                "count; - = not given"]
+    out += ["", "final: yes = the watermark passed the window's end, its counts will not "
+                "change; no = provisional (the run ended first); - = not given"]
     return "\n".join(out).lstrip("\n")
 
 
@@ -129,7 +129,11 @@ def render_late(rows: list[WindowRow], limit: int = 20) -> str:
     ordered = sorted(summed.items())
     table = [[labels[start], field, value, str(n)] for (start, field, value), n in ordered[:limit]]
     more = len(ordered) - len(table)
-    lines = [f"{len(rows):,} late records, {sum(summed.values()):,} late logins"
+    per_field = Counter[str]()
+    for (_start, field, _value), n in summed.items():
+        per_field[field] += n
+    late_logins = max(per_field.values())  # each late login is counted once per field
+    lines = [f"{len(rows):,} late records, {late_logins:,} late logins"
              + (f" (first {len(table)} of {len(ordered)} rows)" if more > 0 else "")]
     return "\n".join(lines + _grid(["window (UTC)", "field", "value", "late logins"], table,
                                    left=3))

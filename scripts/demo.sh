@@ -41,7 +41,7 @@ step "4. Processed records (processed-user-login), the first 2, as JSON"
 $PY -m dataflow.show processed --limit 2
 step "5. Logins per event-time window (user-login-counts), the last 5 windows"
 $PY -m dataflow.show counts --limit 5
-step "6. Logins that came after their window closed (user-login-late)"
+step "6. Late logins (user-login-late): older than their partition's newest event by more than ALLOWED_LATENESS_SECONDS"
 $PY -m dataflow.show late --limit 10
 step "7. Dead letters by reason (user-login-dlq)"
 $PY -m dataflow dlq summary

@@ -39,8 +39,8 @@ def test_counts_table_has_a_row_per_window_a_column_per_value_and_the_final_flag
         "window (UTC)                  DE  total  final",
         "2023-09-12 00:45:00-00:46:00   4      4    yes",
         "",
-        "final: yes = the window closed, its counts will not change; no = an early count; "
-        "- = not given",
+        "final: yes = the watermark passed the window's end, its counts will not change; "
+        "no = provisional (the run ended first); - = not given",
     ]
 
 
@@ -57,12 +57,13 @@ def test_counts_beyond_ten_values_go_to_others_and_old_windows_are_cut() -> None
 
 
 def test_late_records_are_a_table_with_totals() -> None:
-    """Late records: a row per window, field and value (records summed), sorted by window."""
+    """Late records: a row per window, field and value (records summed), sorted by window;
+    a late login counts once per field, so the total is the largest field's."""
     rows, _ = read_windows([count("00:47", "locale", "US", 2, final=None, end="00:48"),
                             count("00:45", "device_type", "iOS", 1, final=None, end="00:46"),
                             count("00:47", "locale", "US", 3, final=None, end="00:48")])
     assert render_late(rows).splitlines() == [
-        "3 late records, 6 late logins",
+        "3 late records, 5 late logins",
         "window (UTC)                  field        value  late logins",
         "2023-09-12 00:45:00-00:46:00  device_type  iOS              1",
         "2023-09-12 00:47:00-00:48:00  locale       US               5",

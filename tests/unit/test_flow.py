@@ -101,3 +101,16 @@ def test_late_event_goes_to_the_late_topic_and_is_still_processed(workers: int) 
                                  ("2023-09-12T00:48:00+00:00", "device_type", "android"):
                                      (1, False)}
     assert sum(1 for r in out if r[0] == "processed-user-login") == 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_counting_by_user_id_is_exact_with_many_distinct_values(workers: int) -> None:
+    """COUNT_FIELDS=user_id (one key per user): 600 users over 3 windows, counts exact; the
+    windows the watermark passed are final."""
+    settings = Settings(count_fields=("user_id",))
+    records = [FakeRecord(login_bytes(user_id=f"u{i % 600}", timestamp=BASE + i // 10),
+                          _offset=i // 2, _partition=i % 2) for i in range(1800)]
+    counts = _last_counts(_run(records, workers, settings, batch_size=97))
+    assert len(counts) == 1800  # 600 users in each of 3 windows
+    assert {n for n, _ in counts.values()} == {1}
+    assert {start for (start, _, _), (_, final) in counts.items() if final} == {START, NEXT}

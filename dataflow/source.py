@@ -91,7 +91,7 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
         if not self._announced:
             out += self._processor.announce()
             self._announced = True
-        records = self._reader.read()
+        records = [] if self._reader.done else self._reader.read()
         if records:
             self._pause = None
         else:

@@ -145,7 +145,11 @@ def test_three_node_cluster_survives_one_stopped_node(cluster: LocalKafka) -> No
 
     assert cluster.start_node(2) is True
     assert cluster.status().running
-    assert set(admin.list_topics(timeout=10).brokers) == {1, 2, 3}
+    # The node is up before the controller lists it again in the metadata: wait for that.
+    deadline = time.monotonic() + 30
+    while set(admin.list_topics(timeout=10).brokers) != {1, 2, 3}:
+        assert time.monotonic() < deadline, "node 2 did not rejoin the cluster's metadata"
+        time.sleep(0.2)
 
     assert cluster.kill_node(3) is True
     assert [n.running for n in cluster.status().nodes] == [True, True, False]

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from dataflow.localkafka import LocalKafka
 from dataflow.localkafka.errors import LocalKafkaFailure
 
-TEST_PORT = 39092
+TEST_PORT = 28092  # below the ephemeral range (32768-): no client connection can hold it
 TEST_DIR = ".local-kafka-test"
 TOPIC_TIMEOUT_S = 30.0
 

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflow.localkafka import LocalKafka
+from tests.conftest import TEST_PORT
 from tests.integration.jobs import is_free
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ def test_status_reports_running(session_broker: LocalKafka) -> None:
 def test_start_when_running_says_already_running(session_broker: LocalKafka) -> None:
     """A second `kafka start` on the same folder starts nothing and exits 0."""
     pid = session_broker.status().nodes[0].pid
-    done = kafka_cli("start", "--dir", str(session_broker.state_dir), "--port", "39092")
+    done = kafka_cli("start", "--dir", str(session_broker.state_dir), "--port", str(TEST_PORT))
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"already running at {session_broker.bootstrap}\n"
     assert session_broker.status().nodes[0].pid == pid

@@ -47,11 +47,6 @@ def version_parts(version: str) -> tuple[int | None, int | None, int | None]:
     return parts[0], parts[1], parts[2]
 
 
-def normal_device_type(value: str | None) -> str | None:
-    """Device type lower-cased; None stays None (the field is optional)."""
-    return value.lower() if value is not None else None
-
-
 def source_timestamp_ms(record: KafkaRecord) -> int | None:
     """The Kafka timestamp of a source record (kept on what we write), or None."""
     kind, value = record.timestamp()
@@ -78,7 +73,9 @@ class Enricher:
         )
 
     def __call__(self, batch: SourceBatch) -> list[OutRecord]:
-        """A partition's batch -> processed records (``enrich`` inlined: it runs per record)."""
+        """A partition's batch -> processed records. ``enrich`` is inlined here: the method
+        call alone cost 0.7 us per record (dataflow.bench.hotpath); a unit test checks
+        that both give the same record."""
         accepted = batch.accepted
         if not accepted:
             return []

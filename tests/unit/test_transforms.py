@@ -89,3 +89,14 @@ def test_version_parts() -> None:
     assert version_parts("2.3.0") == (2, 3, 0)
     assert version_parts("5") == (5, None, None)
     assert version_parts("1.2.3.4") == (1, 2, 3)
+
+
+def test_batch_enrich_gives_what_enrich_gives_for_each_login() -> None:
+    """The inlined batch loop and the one-record ``enrich`` agree, field for field."""
+    enricher = Enricher(Settings(), now=lambda: NOW)
+    logins = [_accepted(locale="ru", device_type="iOS", app_version="2.10.x"),
+              _accepted(device_type=None, ip="::1"), _accepted(app_version="7")]
+    batch = enricher(_batch(*logins))
+    processed_at = NOW.isoformat(timespec="milliseconds")
+    assert [value for _, _, value, _, _ in batch] == [
+        msgspec.json.encode(enricher.enrich(a, processed_at)) for a in logins]

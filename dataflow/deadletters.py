@@ -54,16 +54,6 @@ HEADER_FROM_OFFSET = "source.offset"
 _MAX_DETAIL = 1000
 
 
-def source_headers(record: KafkaRecord) -> Headers:
-    """Headers naming a record's source topic, partition and offset."""
-    # topic/partition/offset are None only on error events, which never get here.
-    return [
-        (HEADER_FROM_TOPIC, record.topic().encode()),  # type: ignore[union-attr]
-        (HEADER_FROM_PARTITION, b"%d" % record.partition()),  # type: ignore[str-format]
-        (HEADER_FROM_OFFSET, b"%d" % record.offset()),  # type: ignore[str-format]
-    ]
-
-
 def dead_letter_headers(rejected: Rejected, failed_at: datetime) -> Headers:
     """The original headers plus the dlq.* and KIP-1034 context of one rejected record."""
     source: KafkaRecord = rejected.source

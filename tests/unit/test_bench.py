@@ -15,10 +15,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from dataflow.batches import SourceBatch
 from dataflow.bench.cases import Run, first_read, free_ports, written_by_kind
 from dataflow.bench.handloop import HandLoop, count_key, window_records
 from dataflow.bench.report import outputs_check, summary, table
-from dataflow.deadletters import dead_letter_headers, source_headers
+from dataflow.deadletters import dead_letter_headers
 from dataflow.parsing import parse
 from dataflow.schemas import Accepted, ProcessedLogin, Rejected
 from dataflow.settings import Settings
@@ -96,7 +97,8 @@ def test_loop_writes_what_the_job_writes() -> None:
     got = msgspec.json.decode(value, type=ProcessedLogin)
     want = Enricher(settings).enrich(accepted, got.processed_at)
     assert (topic, got, key) == ("processed-user-login", want, accepted.login.user_id.encode())
-    assert kwargs == {"headers": source_headers(source), "timestamp": source._timestamp_ms}
+    [(_, _, _, job_headers, _)] = Enricher(settings)(SourceBatch([accepted], [], {}))
+    assert kwargs == {"headers": job_headers, "timestamp": source._timestamp_ms}
 
 
 def test_loop_dead_letters_with_the_dlq_headers() -> None:

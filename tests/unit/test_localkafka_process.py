@@ -99,6 +99,10 @@ def test_launch_detached_runs_in_its_own_session_not_as_our_child(tmp_path: Path
     pid = process.launch_detached(["/bin/sh", "-c", "echo started; exec sleep 30"],
                                   tmp_path / "out.log", tmp_path)
     try:
+        deadline = time.monotonic() + 5
+        while not process.read_cmdline(pid):  # empty for an instant while it execs
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert process.read_cmdline(pid)[0] in {"/bin/sh", "sleep"}
         assert os.getsid(pid) != os.getsid(0)
         stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()

@@ -68,10 +68,11 @@ def values_getter(fields: tuple[str, ...]) -> Callable[[Accepted], tuple[str, ..
 class SourceBatch:
     """What one batch of one partition gives the write path (never leaves its worker)."""
 
-    __slots__ = ("accepted", "late", "rejected")
+    __slots__ = ("accepted", "late", "partition", "rejected")
 
-    def __init__(self, accepted: list[Accepted], rejected: list[Rejected],
+    def __init__(self, partition: str, accepted: list[Accepted], rejected: list[Rejected],
                  late: dict[WindowKey, int]) -> None:
+        self.partition = partition  # the input partition's name: the sink partition to use
         self.accepted = accepted  # valid and not excluded, late or not: all are processed
         self.rejected = rejected  # to the dead-letter topic
         self.late = late  # late events per (window_start, field, value)
@@ -97,6 +98,7 @@ class PartitionProcessor:
                  saved: ClockState | None = None, now: Clock = time.time) -> None:
         self.clock = PartitionClock.restore(settings.allowed_lateness_seconds, saved)
         self._partition = partition
+        self._name = str(partition)
         self._partitions = partitions
         self._window = settings.window_seconds
         self._fields = settings.count_fields
@@ -144,7 +146,7 @@ class PartitionProcessor:
         clock.newest = newest
         if filtered:
             metrics.FILTERED.labels("excluded_locale").inc(filtered)
-        return [SourceBatch(accepted, rejected, self._by_field(late)),
+        return [SourceBatch(self._name, accepted, rejected, self._by_field(late)),
                 *self._updates(self._by_field(counts))]
 
     def _by_field(self, tally: dict[tuple[int, tuple[str, ...]], int]) -> dict[WindowKey, int]:

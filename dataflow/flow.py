@@ -16,7 +16,7 @@ from bytewax.outputs import Sink
 
 from dataflow.batches import SourceBatch, is_source_batch
 from dataflow.kafka_sink import ConfirmedKafkaSink
-from dataflow.schemas import OutRecord
+from dataflow.schemas import SinkBatch
 from dataflow.settings import Settings
 from dataflow.source import LoginSource
 from dataflow.transforms import DeadLetterer, Enricher
@@ -39,11 +39,12 @@ def tune_garbage_collector() -> None:
 
 
 def build_flow(settings: Settings, source: LoginSource | None = None,
-               sink: Sink[OutRecord] | None = None) -> Dataflow:
+               sink: Sink[SinkBatch] | None = None) -> Dataflow:
     """Kafka -> per partition: parse, dead letters, filter, lateness, partial counts
     -> enrich, dead letters, late events, window shards -> Kafka."""
     flow = Dataflow("login-dataflow")
-    items = op.input("read", flow, source or LoginSource(settings))
+    source = source or LoginSource(settings)
+    items = op.input("read", flow, source)
     split = op.branch("split", items, is_source_batch)
     batches = cast(Stream[SourceBatch], split.trues)
     updates = cast(KeyedStream[ShardUpdate], split.falses)  # (shard, ShardUpdate) pairs
@@ -52,8 +53,9 @@ def build_flow(settings: Settings, source: LoginSource | None = None,
     late = op.flat_map("late_record", batches, LateWriter(settings))
     windows = op.stateful_batch("window_shards", updates, shard_logic(settings))
     counts = op.flat_map("count_record", windows, CountWriter(settings))
-    writes = op.merge("writes", processed, dead_letters, late, counts)
-    op.output("write", writes, sink or ConfirmedKafkaSink(settings))
+    writes = op.merge("writes", processed, dead_letters, late, counts)  # (partition, records)
+    op.output("write", writes,
+              sink or ConfirmedKafkaSink(settings, source.list_parts))
     return flow
 
 

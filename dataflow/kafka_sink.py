@@ -3,10 +3,20 @@
 Bytewax 0.21.1's ``KafkaSink`` has no delivery callback and can crash with
 ``BufferError`` under load. This one: one idempotent producer per worker, a
 delivery callback that records failures, ``BufferError`` handled by polling,
-and a flush at the end of every batch, so Bytewax snapshots an epoch only
-after Kafka confirmed everything written in it. librdkafka retries a failed
-send until ``DELIVERY_TIMEOUT_MS``; a write that still fails raises
-``DeliveryError`` naming the topic and the source record, which stops the job.
+and every write confirmed before its epoch ends.
+
+It is a ``FixedPartitionedSink`` with one partition per input partition, so a
+batch's records are written by the worker that read them (Bytewax assigns a
+sink partition to the same worker as the source partition of the same name).
+Items are ``(partition, records)``: one list per source batch. ``write_batch``
+hands the records to librdkafka, which sends them in the background while the
+worker goes on; Bytewax calls ``snapshot()`` at the end of each epoch, before
+the epoch counts as done (recovery commits it, consumer-group offsets move past
+it), and ``snapshot()`` flushes and raises unless Kafka confirmed every write
+of the epoch. The worker therefore waits for the broker once per epoch, not once
+per batch. librdkafka retries a failed send until ``DELIVERY_TIMEOUT_MS``; a
+write that still fails raises ``DeliveryError`` naming the topic and the source
+record, which stops the job before its epoch is committed.
 
 A dead letter too large for a Kafka record (refused by ``produce()`` or by the
 broker) is written again cut to fit, by the scheme of ``dataflow.oversize``:
@@ -16,10 +26,13 @@ large, and any other exception of ``produce()``, is a ``DeliveryError``.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter as Tally
+from collections.abc import Callable
 from typing import Any
+from zlib import adler32
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from dataflow import logs, metrics
@@ -83,7 +96,10 @@ def _refused(record: OutRecord, reason: str) -> str:
     return f"write to topic {topic!r}{_source_of(headers)} failed: {reason}"
 
 
-class _ProducerPartition(StatelessSinkPartition[OutRecord]):
+class WorkerProducer:
+    """One worker's producer: ``write`` hands records to librdkafka, ``confirm`` waits
+    until Kafka acknowledged all of them (or raises ``DeliveryError``)."""
+
     def __init__(self, config: dict[str, Any], flush_timeout_s: float, dlq_topic: str) -> None:
         self._failures: list[tuple[str, Any, Any, str]] = []
         self._failed = 0
@@ -94,6 +110,9 @@ class _ProducerPartition(StatelessSinkPartition[OutRecord]):
         # original of each dead letter written cut, by its (key, value) as written.
         self._oversized: list[tuple[Any, Any]] = []
         self._cut_from: dict[tuple[Any, Any], OutRecord] = {}
+        # What was written since the last confirmation, batch by batch: the source of a
+        # failed write is found there, and the original of an oversized dead letter.
+        self._pending: list[list[OutRecord]] = []
         # Only failures call back into Python; flush() returning 0 with no failure
         # recorded means every write of the batch was acknowledged.
         self._producer = Producer({**config, "on_delivery": self._on_delivery,
@@ -162,16 +181,26 @@ class _ProducerPartition(StatelessSinkPartition[OutRecord]):
                                        f"Broker: Message size too large, even cut to {limit} "
                                        "bytes"))
 
-    def write_batch(self, items: list[OutRecord]) -> None:
+    def write(self, records: list[OutRecord]) -> None:
+        """Hand records to librdkafka; they are sent in the background."""
         produce = self._producer.produce
-        for record in items:
+        for record in records:
             topic, key, value, headers, timestamp = record
             try:
                 produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
                         timestamp=timestamp or 0)
             except Exception:  # BufferError or a refusal: handled off the hot path
                 self._produce(record)
+        self._pending.append(records)
         self._producer.poll(0)
+
+    def confirm(self) -> None:
+        """Wait until Kafka acknowledged everything written since the last call; raise
+        ``DeliveryError`` naming what failed otherwise."""
+        if not self._pending:
+            return
+        items = [record for records in self._pending for record in records]
+        self._pending = []
         remaining = self._producer.flush(self._flush_timeout_s)
         if self._oversized:
             self._retry_oversized(items)
@@ -189,16 +218,74 @@ class _ProducerPartition(StatelessSinkPartition[OutRecord]):
             metrics.PRODUCED.labels(topic).inc(n)
 
     def close(self) -> None:
+        """Send what is left (the last epoch was confirmed by its snapshot)."""
         self._producer.flush(self._flush_timeout_s)
 
 
-class ConfirmedKafkaSink(DynamicSink[OutRecord]):
-    """Writes (topic, key, value, headers, timestamp) records; each worker its own producer."""
+class _SinkPartition(StatefulSinkPartition[list[OutRecord], None]):
+    """One input partition's writes, through its worker's producer."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, producer: WorkerProducer, release: Callable[[], None]) -> None:
+        self._producer = producer
+        self._release = release
+
+    def write_batch(self, items: list[list[OutRecord]]) -> None:
+        for records in items:
+            self._producer.write(records)
+
+    def snapshot(self) -> None:
+        """End of an epoch: everything this worker wrote in it is confirmed, or this raises."""
+        self._producer.confirm()
+
+    def close(self) -> None:
+        self._release()
+
+
+class ConfirmedKafkaSink(FixedPartitionedSink[list[OutRecord], None]):
+    """Writes ``(partition, [(topic, key, value, headers, timestamp), ...])`` items.
+
+    Its partitions are the input partitions, named as the source names them, so a
+    batch keyed by its input partition is written on the worker that read it; any
+    other key (the window shards') goes to the partition its hash picks.
+    """
+
+    def __init__(self, settings: Settings, partitions: Callable[[], list[str]]) -> None:
         self._config = producer_config(settings)
         self._flush_timeout_s = settings.delivery_timeout_ms / 1000 + 10
         self._dlq_topic = settings.dlq_topic
+        self._partitions = partitions  # the source's list_parts
+        self._index: dict[str, int] = {}
+        self._producers: dict[int, tuple[WorkerProducer, list[int]]] = {}
+        self._lock = threading.Lock()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        return _ProducerPartition(self._config, self._flush_timeout_s, self._dlq_topic)
+    def list_parts(self) -> list[str]:
+        return self._partitions()
+
+    def part_fn(self, item_key: str) -> int:
+        """The position of the partition named ``item_key`` in Bytewax's order of all
+        partitions (sorted names); a hash for keys that are not partition names."""
+        if not self._index:
+            self._index = {name: i for i, name in enumerate(sorted(self.list_parts()))}
+        index = self._index.get(item_key)
+        return adler32(item_key.encode()) if index is None else index
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SinkPartition:
+        # Bytewax builds, runs and closes a worker's partitions on that worker's thread;
+        # they share its producer, which is flushed and dropped when the last one closes.
+        worker = threading.get_ident()
+        with self._lock:
+            if worker not in self._producers:
+                self._producers[worker] = (WorkerProducer(
+                    self._config, self._flush_timeout_s, self._dlq_topic), [0])
+            producer, users = self._producers[worker]
+            users[0] += 1
+        return _SinkPartition(producer, lambda: self._release(worker))
+
+    def _release(self, worker: int) -> None:
+        with self._lock:
+            producer, users = self._producers[worker]
+            users[0] -= 1
+            if users[0]:
+                return
+            del self._producers[worker]
+        producer.close()

@@ -21,6 +21,8 @@ EpochSecondsText = Annotated[str, Meta(pattern=r"^[0-9]{1,12}\Z")]  # \Z: "$" al
 Headers = list[tuple[str, bytes]]
 # What the sink writes: (topic, key, value, headers, timestamp in ms or None).
 OutRecord = tuple[str, bytes | None, bytes | None, Headers | None, int | None]
+# What the write steps emit: (sink partition, records), one item per batch.
+SinkBatch = tuple[str, list[OutRecord]]
 
 
 class KafkaRecord(Protocol):

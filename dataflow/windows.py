@@ -41,7 +41,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from dataflow import metrics
 from dataflow.batches import SourceBatch, WindowKey
-from dataflow.schemas import ENCODER, LateCount, OutRecord, WindowCount
+from dataflow.schemas import ENCODER, LateCount, OutRecord, SinkBatch, WindowCount
 from dataflow.settings import Settings
 from dataflow.transforms import iso_utc
 from dataflow.watermarks import ACTIVE, ShardUpdate
@@ -169,18 +169,19 @@ class CountWriter:
         self._late = settings.late_topic
         self._length = settings.window_seconds
 
-    def __call__(self, item: tuple[str, ShardOut]) -> list[OutRecord]:
-        _shard, out = item
+    def __call__(self, item: tuple[str, ShardOut]) -> list[SinkBatch]:
+        """One record, keyed by its shard for the sink (any worker may write it)."""
+        shard, out = item
         start, end = iso_utc(out.start), iso_utc(out.start + self._length)
         if type(out) is WindowTotal:
             metrics.WINDOWS_WRITTEN.labels("true" if out.final else "false").inc()
             record = WindowCount(start, end, out.field, out.value, out.count, out.final)
-            return [(self._counts, count_key(out.field, out.value, out.start),
-                     ENCODER.encode(record), None, None)]
+            return [(shard, [(self._counts, count_key(out.field, out.value, out.start),
+                              ENCODER.encode(record), None, None)])]
         metrics.LATE.labels(out.field).inc(out.count)
         late = LateCount(start, end, out.field, out.value, out.count)
-        return [(self._late, count_key(out.field, out.value, out.start), ENCODER.encode(late),
-                 None, None)]
+        return [(shard, [(self._late, count_key(out.field, out.value, out.start),
+                          ENCODER.encode(late), None, None)])]
 
 
 class LateWriter:
@@ -190,10 +191,10 @@ class LateWriter:
         self._topic = settings.late_topic
         self._length = settings.window_seconds
 
-    def __call__(self, batch: SourceBatch) -> list[OutRecord]:
+    def __call__(self, batch: SourceBatch) -> list[SinkBatch]:
         if not batch.late:
             return []
-        return [self._record(key, n) for key, n in batch.late.items()]
+        return [(batch.partition, [self._record(key, n) for key, n in batch.late.items()])]
 
     def _record(self, key: WindowKey, n: int) -> OutRecord:
         start, field, value = key

@@ -62,7 +62,8 @@ def measure(count: int, repeat: int) -> dict[str, float]:
         return [processor.process(chunk)[0] for chunk in chunks]
 
     batches = step()
-    outputs = [out for b in batches for out in (*enrich(b), *dead(b), *late(b))]
+    outputs = [out for b in batches for _, records in (*enrich(b), *dead(b), *late(b))
+               for out in records]
 
     def produce() -> None:
         for topic, key, value, headers, timestamp in outputs:

@@ -97,7 +97,7 @@ def test_loop_writes_what_the_job_writes() -> None:
     got = msgspec.json.decode(value, type=ProcessedLogin)
     want = Enricher(settings).enrich(accepted, got.processed_at)
     assert (topic, got, key) == ("processed-user-login", want, accepted.login.user_id.encode())
-    [(_, _, _, job_headers, _)] = Enricher(settings)(SourceBatch([accepted], [], {}))
+    [(_, [(_, _, _, job_headers, _)])] = Enricher(settings)(SourceBatch("0", [accepted], [], {}))
     assert kwargs == {"headers": job_headers, "timestamp": source._timestamp_ms}
 
 

@@ -43,7 +43,7 @@ def _run(records: list[FakeRecord], workers: int, settings: Settings = SETTINGS,
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    return out
+    return [record for _partition, records in out for record in records]
 
 
 def _docs(out: list[Any], topic: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import msgspec
 
 from dataflow.batches import SourceBatch
 from dataflow.parsing import parse
-from dataflow.schemas import Accepted, ProcessedLogin, Rejected
+from dataflow.schemas import Accepted, OutRecord, ProcessedLogin, Rejected, SinkBatch
 from dataflow.settings import Settings
 from dataflow.transforms import DeadLetterer, Enricher, version_parts
 from tests.records import FakeRecord, login_bytes
@@ -24,14 +24,21 @@ def _accepted(**changes: object) -> Accepted:
 
 
 def _batch(*items: Accepted | Rejected) -> SourceBatch:
-    return SourceBatch([i for i in items if isinstance(i, Accepted)],
+    return SourceBatch("2", [i for i in items if isinstance(i, Accepted)],
                        [i for i in items if isinstance(i, Rejected)], {})
+
+
+def _one(out: list[SinkBatch]) -> list[OutRecord]:
+    """The records of a step's single item, which names the batch's partition."""
+    [(partition, records)] = out
+    assert partition == "2"
+    return records
 
 
 def test_enrich_normalises_and_adds_fields() -> None:
     """Output has an int timestamp, upper locale, lower device type, ISO times, version parts."""
-    [(topic, key, value, headers, ts)] = Enricher(Settings(), now=lambda: NOW)(
-        _batch(_accepted(locale="ru", device_type="iOS", app_version="2.10.x")))
+    [(topic, key, value, headers, ts)] = _one(Enricher(Settings(), now=lambda: NOW)(
+        _batch(_accepted(locale="ru", device_type="iOS", app_version="2.10.x"))))
     out = msgspec.json.decode(value, type=ProcessedLogin)
     assert topic == "processed-user-login"
     assert key == b"424cdd21-063a-43a7-b91b-7ca1a833afae"
@@ -48,7 +55,7 @@ def test_enrich_normalises_and_adds_fields() -> None:
 def test_missing_device_type_stays_null_in_output() -> None:
     """A login without device_type is processed with device_type null."""
     enrich = Enricher(Settings(), now=lambda: NOW)
-    [(_, _, value, _, _)] = enrich(_batch(_accepted(device_type=None)))
+    [(_, _, value, _, _)] = _one(enrich(_batch(_accepted(device_type=None))))
     assert json.loads(value)["device_type"] is None
 
 
@@ -58,7 +65,8 @@ def test_dead_letter_keeps_bytes_key_headers_and_adds_context() -> None:
                         _partition=3, _offset=99)
     rejected = parse(record)
     assert isinstance(rejected, Rejected)
-    [(topic, key, value, headers, _)] = DeadLetterer(Settings(), now=lambda: NOW)(_batch(rejected))
+    [(topic, key, value, headers, _)] = _one(
+        DeadLetterer(Settings(), now=lambda: NOW)(_batch(rejected)))
     assert (topic, key, value) == ("user-login-dlq", b"\x00key", b"\xff{")
     assert headers == [
         ("trace", b"\x01"),
@@ -80,7 +88,7 @@ def test_null_value_dead_letter_stays_null() -> None:
     """A record with a null value becomes a dead letter whose value is still null."""
     rejected = parse(FakeRecord(None))
     assert isinstance(rejected, Rejected)
-    [(_, _, value, _, _)] = DeadLetterer(Settings(), now=lambda: NOW)(_batch(rejected))
+    [(_, _, value, _, _)] = _one(DeadLetterer(Settings(), now=lambda: NOW)(_batch(rejected)))
     assert value is None
 
 
@@ -96,7 +104,7 @@ def test_batch_enrich_gives_what_enrich_gives_for_each_login() -> None:
     enricher = Enricher(Settings(), now=lambda: NOW)
     logins = [_accepted(locale="ru", device_type="iOS", app_version="2.10.x"),
               _accepted(device_type=None, ip="::1"), _accepted(app_version="7")]
-    batch = enricher(_batch(*logins))
+    batch = _one(enricher(_batch(*logins)))
     processed_at = NOW.isoformat(timespec="milliseconds")
     assert [value for _, _, value, _, _ in batch] == [
         msgspec.json.encode(enricher.enrich(a, processed_at)) for a in logins]

@@ -74,13 +74,14 @@ def test_count_and_late_records_are_keyed_per_window_and_stamped_when_written() 
     from dataflow.windows import CountWriter
 
     write = CountWriter(Settings())
-    [(topic, key, value, headers, ts)] = write(("shard-00", WindowTotal(1_694_479_500, "locale",
-                                                                        "US", 7, False)))
+    [(shard, [(topic, key, value, headers, ts)])] = write(
+        ("shard-00", WindowTotal(1_694_479_500, "locale", "US", 7, False)))
+    assert shard == "shard-00"  # the sink hashes a shard's key to one of its partitions
     assert (topic, key, headers, ts) == ("user-login-counts",
                                          b"locale:US@2023-09-12T00:45:00+00:00", None, None)
     assert json.loads(value) == {"window_start": "2023-09-12T00:45:00+00:00",
                                  "window_end": "2023-09-12T00:46:00+00:00", "field": "locale",
                                  "value": "US", "count": 7, "final": False}
-    [(topic, key, value, _, ts)] = write(("shard-00", ShardLate(1_694_479_500, "locale", "US",
-                                                                2)))
+    [(_, [(topic, key, value, _, ts)])] = write(
+        ("shard-00", ShardLate(1_694_479_500, "locale", "US", 2)))
     assert (topic, ts, json.loads(value)["count"]) == ("user-login-late", None, 2)

@@ -10,18 +10,17 @@ import gc
 from typing import cast
 
 from bytewax import operators as op
-from bytewax.dataflow import Dataflow, Stream
+from bytewax.dataflow import Dataflow
 from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
-from dataflow.batches import SourceBatch, is_source_batch
+from dataflow.batches import is_write
 from dataflow.kafka_sink import ConfirmedKafkaSink
 from dataflow.schemas import SinkBatch
 from dataflow.settings import Settings
 from dataflow.source import LoginSource
-from dataflow.transforms import DeadLetterer, Enricher
 from dataflow.watermarks import ShardUpdate
-from dataflow.windows import CountWriter, LateWriter, shard_logic
+from dataflow.windows import CountWriter, shard_logic
 
 # Every record allocates a few short-lived containers (output tuples, header lists),
 # which trigger a generation-0 collection every 700 allocations and, through them,
@@ -40,22 +39,18 @@ def tune_garbage_collector() -> None:
 
 def build_flow(settings: Settings, source: LoginSource | None = None,
                sink: Sink[SinkBatch] | None = None) -> Dataflow:
-    """Kafka -> per partition: parse, dead letters, filter, lateness, partial counts
-    -> enrich, dead letters, late events, window shards -> Kafka."""
+    """Kafka -> per partition, one batch step: parse, dead letters, filter, enrich, lateness,
+    partial counts -> window shards -> Kafka."""
     flow = Dataflow("login-dataflow")
     source = source or LoginSource(settings)
     items = op.input("read", flow, source)
-    split = op.branch("split", items, is_source_batch)
-    batches = cast(Stream[SourceBatch], split.trues)
+    split = op.branch("split", items, is_write)
     updates = cast(KeyedStream[ShardUpdate], split.falses)  # (shard, ShardUpdate) pairs
-    processed = op.flat_map("enrich", batches, Enricher(settings))
-    dead_letters = op.flat_map("dead_letter", batches, DeadLetterer(settings))
-    late = op.flat_map("late_record", batches, LateWriter(settings))
     windows = op.stateful_batch("window_shards", updates, shard_logic(settings))
     counts = op.flat_map("count_record", windows, CountWriter(settings))
-    writes = op.merge("writes", processed, dead_letters, late, counts)  # (partition, records)
-    op.output("write", writes,
-              sink or ConfirmedKafkaSink(settings, source.list_parts))
+    # (partition, records): the source's batches and the shards' count records.
+    writes = op.merge("writes", split.trues, counts)
+    op.output("write", writes, sink or ConfirmedKafkaSink(settings, source.list_parts))
     return flow
 
 

@@ -2,8 +2,8 @@
 
 A ``FixedPartitionedSource`` with one partition of the job per Kafka partition
 (the unit of parallelism). Each one reads a batch (``PartitionReader``), runs it
-through its ``PartitionProcessor`` (parse, dead letters, filter, lateness,
-partial counts) and emits a ``SourceBatch`` for the write path plus
+through its ``PartitionProcessor`` (parse, dead letters, filter, enrich,
+lateness, partial counts) and emits ``(partition, records)`` for the sink plus
 ``(shard, ShardUpdate)`` pairs for the window shards. Its recovery snapshot is
 the next offset together with the partition's event-time clock, so both always
 agree. It also:

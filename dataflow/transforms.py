@@ -1,43 +1,30 @@
-"""Enrich and dead-letter steps: plain functions over one partition's batch.
+"""What the job writes, record by record: processed logins, dead letters, late counts.
 
-Each step is a small callable object built once from the settings and used with
-``op.flat_map`` on a ``SourceBatch`` (``dataflow.batches``), so the per-record
-work is a tight Python loop and the counters move once per batch.
+Plain functions and small objects built once from the settings. The batch step
+(``dataflow.batches``) calls the dead-letter and late writers once per batch and
+inlines ``enrich`` in its loop; ``enrich`` itself serves the one-record paths
+(the hand-written reference loop, tests).
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from dataflow import metrics
-from dataflow.deadletters import (
-    HEADER_FROM_OFFSET,
-    HEADER_FROM_PARTITION,
-    HEADER_FROM_TOPIC,
-    dead_letter_headers,
-)
+from dataflow.deadletters import dead_letter_headers
 from dataflow.schemas import (
     ENCODER,
     Accepted,
     KafkaRecord,
+    LateCount,
     OutRecord,
     ProcessedLogin,
-    SinkBatch,
+    Rejected,
 )
 from dataflow.settings import Settings
-
-if TYPE_CHECKING:
-    from dataflow.batches import SourceBatch
-
-Now = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+from dataflow.watermarks import WindowKey
 
 
 @lru_cache(maxsize=4096)
@@ -60,74 +47,55 @@ def source_timestamp_ms(record: KafkaRecord) -> int | None:
     return value if kind and value >= 0 else None
 
 
-class Enricher:
-    """Accepted login -> processed record for OUTPUT_TOPIC, keyed by user_id."""
-
-    def __init__(self, settings: Settings, now: Now = _utc_now) -> None:
-        self._topic = settings.output_topic
-        self._now = now
-
-    def enrich(self, accepted: Accepted, processed_at: str) -> ProcessedLogin:
-        login = accepted.login
-        major, minor, patch = version_parts(login.app_version)
-        device_type = login.device_type
-        # Positional: the field order of ProcessedLogin (cheaper than keywords per record).
-        return ProcessedLogin(
-            login.user_id, login.app_version, major, minor, patch,
-            device_type.lower() if device_type is not None else None,
-            login.device_id, login.ip, accepted.ip_version, login.locale.upper(),
-            accepted.timestamp, iso_utc(accepted.timestamp), processed_at,
-        )
-
-    def __call__(self, batch: SourceBatch) -> list[SinkBatch]:
-        """A partition's batch -> its processed records, as one item. ``enrich`` is
-        inlined here: the method call alone cost 0.7 us per record
-        (dataflow.bench.hotpath); a unit test checks that both give the same record."""
-        accepted = batch.accepted
-        if not accepted:
-            return []
-        processed_at = self._now().isoformat(timespec="milliseconds")
-        topic, encode, record = self._topic, ENCODER.encode, ProcessedLogin
-        # A batch comes from one partition: its two constant headers are built once.
-        first = accepted[0].source
-        from_topic = (HEADER_FROM_TOPIC, first.topic().encode())
-        from_partition = (HEADER_FROM_PARTITION, b"%d" % first.partition())
-        out: list[OutRecord] = []
-        append = out.append
-        for a in accepted:
-            login, source, ts = a.login, a.source, a.timestamp
-            major, minor, patch = version_parts(login.app_version)
-            device_type = login.device_type
-            value = encode(record(
-                login.user_id, login.app_version, major, minor, patch,
-                device_type.lower() if device_type is not None else None,
-                login.device_id, login.ip, a.ip_version, login.locale.upper(),
-                ts, iso_utc(ts), processed_at))
-            kind, timestamp = source.timestamp()
-            append((topic, login.user_id.encode(), value,
-                    [from_topic, from_partition, (HEADER_FROM_OFFSET, b"%d" % source.offset())],
-                    timestamp if kind and timestamp >= 0 else None))
-        metrics.PROCESSED.inc(len(out))
-        return [(batch.partition, out)]
+def enrich(accepted: Accepted, processed_at: str) -> ProcessedLogin:
+    """An accepted login as the job writes it to OUTPUT_TOPIC (one record at a time; the
+    batch step in ``dataflow.batches`` inlines this, and a unit test checks both agree)."""
+    login = accepted.login
+    major, minor, patch = version_parts(login.app_version)
+    device_type = login.device_type
+    # Positional: the field order of ProcessedLogin (cheaper than keywords per record).
+    return ProcessedLogin(
+        login.user_id, login.app_version, major, minor, patch,
+        device_type.lower() if device_type is not None else None,
+        login.device_id, login.ip, accepted.ip_version, login.locale.upper(),
+        accepted.timestamp, iso_utc(accepted.timestamp), processed_at,
+    )
 
 
 class DeadLetterer:
     """Rejected record -> dead letter: original key, value and headers plus dlq.* context."""
 
-    def __init__(self, settings: Settings, now: Now = _utc_now) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._topic = settings.dlq_topic
-        self._now = now
 
-    def __call__(self, batch: SourceBatch) -> list[SinkBatch]:
-        if not batch.rejected:
-            return []
-        failed_at = self._now()
+    def records(self, rejected: list[Rejected], failed_at: datetime) -> list[OutRecord]:
         out: list[OutRecord] = []
-        for rejected in batch.rejected:
-            source = rejected.source
-            headers = dead_letter_headers(rejected, failed_at)
-            out.append((self._topic, source.key(), source.value(), headers,
-                        source_timestamp_ms(source)))
-        for reason, n in Tally(r.reason for r in batch.rejected).items():
+        for one in rejected:
+            source = one.source
+            out.append((self._topic, source.key(), source.value(),
+                        dead_letter_headers(one, failed_at), source_timestamp_ms(source)))
+        for reason, n in Tally(r.reason for r in rejected).items():
             metrics.DEAD_LETTERED.labels(reason).inc(n)
-        return [(batch.partition, out)]
+        return out
+
+
+def count_key(field: str, value: str, start: int) -> bytes:
+    """Key of a count record: one key per (field, value, window), so later supersedes earlier."""
+    return f"{field}:{value}@{iso_utc(start)}".encode()
+
+
+class LateWriter:
+    """Late events per (window, field, value) -> records for LATE_TOPIC."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._topic = settings.late_topic
+        self._length = settings.window_seconds
+
+    def records(self, late: dict[WindowKey, int]) -> list[OutRecord]:
+        return [self.record(key, n) for key, n in late.items()]
+
+    def record(self, key: WindowKey, n: int) -> OutRecord:
+        start, field, value = key
+        metrics.LATE.labels(field).inc(n)
+        late = LateCount(iso_utc(start), iso_utc(start + self._length), field, value, n)
+        return (self._topic, count_key(field, value, start), ENCODER.encode(late), None, None)

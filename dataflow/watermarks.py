@@ -43,6 +43,7 @@ def shard_key(field: str, value: str) -> str:
 
 # A partial count: (window_start, field, value, count).
 Partial = tuple[int, str, str, int]
+WindowKey = tuple[int, str, str]  # (window_start, field, value)
 
 
 class ShardUpdate(msgspec.Struct, frozen=True, array_like=True, gc=False):

@@ -40,10 +40,9 @@ import msgspec
 from bytewax.operators import StatefulBatchLogic
 
 from dataflow import metrics
-from dataflow.batches import SourceBatch, WindowKey
-from dataflow.schemas import ENCODER, LateCount, OutRecord, SinkBatch, WindowCount
+from dataflow.schemas import ENCODER, LateCount, SinkBatch, WindowCount
 from dataflow.settings import Settings
-from dataflow.transforms import iso_utc
+from dataflow.transforms import count_key, iso_utc
 from dataflow.watermarks import ACTIVE, ShardUpdate
 
 
@@ -152,11 +151,6 @@ class ShardLogic(StatefulBatchLogic[ShardUpdate, ShardOut, ShardState]):
         return self.windows.snapshot()
 
 
-def count_key(field: str, value: str, start: int) -> bytes:
-    """Key of a count record: one key per (field, value, window), so later supersedes earlier."""
-    return f"{field}:{value}@{iso_utc(start)}".encode()
-
-
 class CountWriter:
     """Shard output -> records for COUNTS_TOPIC (and LATE_TOPIC for returning partitions).
 
@@ -182,25 +176,6 @@ class CountWriter:
         late = LateCount(start, end, out.field, out.value, out.count)
         return [(shard, [(self._late, count_key(out.field, out.value, out.start),
                           ENCODER.encode(late), None, None)])]
-
-
-class LateWriter:
-    """A batch's late events -> records for LATE_TOPIC, counted by field."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._topic = settings.late_topic
-        self._length = settings.window_seconds
-
-    def __call__(self, batch: SourceBatch) -> list[SinkBatch]:
-        if not batch.late:
-            return []
-        return [(batch.partition, [self._record(key, n) for key, n in batch.late.items()])]
-
-    def _record(self, key: WindowKey, n: int) -> OutRecord:
-        start, field, value = key
-        metrics.LATE.labels(field).inc(n)
-        record = LateCount(iso_utc(start), iso_utc(start + self._length), field, value, n)
-        return (self._topic, count_key(field, value, start), ENCODER.encode(record), None, None)
 
 
 def shard_logic(settings: Settings) -> Any:

@@ -99,3 +99,32 @@ def list_source(settings: Any, records: list[FakeRecord], batch_size: int = 100,
     return LoginSource(
         settings, lambda _s, p, resume: ListReader(by_partition[p], batch_size, resume or 0),
         partitions=list(by_partition))
+
+
+@dataclass
+class Written:
+    """What one batch step gave the sink, read back by topic (default topic names)."""
+
+    processed: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[tuple[str, str]] = field(default_factory=list)  # (dlq.reason, dlq.detail)
+    late: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (start, field, value)
+
+
+def written(out: list[Any]) -> tuple[Written, list[Any]]:
+    """A batch step's output -> (its records for the sink, read back; the shard updates)."""
+    result = Written()
+    updates = []
+    for key, payload in out:
+        if type(payload) is not list:
+            updates.append((key, payload))
+            continue
+        for topic, _, value, headers, _ in payload:
+            if topic == "processed-user-login":
+                result.processed.append(json.loads(value))
+            elif topic == "user-login-dlq":
+                found = dict(headers)
+                result.dead.append((found["dlq.reason"].decode(), found["dlq.detail"].decode()))
+            else:
+                doc = json.loads(value)
+                result.late[(doc["window_start"], doc["field"], doc["value"])] = doc["count"]
+    return result, updates

@@ -10,7 +10,7 @@ as fast as we can make it while producing what the job produces:
 - ``dataflow.parsing.parse`` (the typed msgspec decoder and the same reason
   codes); a rejected record goes to DLQ_TOPIC with its key, value and headers
   and the same ``dlq.*`` headers (``dead_letter_headers``);
-- drop excluded locales; enrich with ``Enricher.enrich`` and encode with msgspec;
+- drop excluded locales; enrich with ``dataflow.transforms.enrich`` and encode with msgspec;
   write to OUTPUT_TOPIC keyed by user_id with the ``source.*`` headers (the
   topic and partition headers built once, not per record);
 - count logins per (window, field, value) for COUNT_FIELDS in a dict, and write
@@ -49,7 +49,7 @@ from dataflow.metrics import resources
 from dataflow.parsing import parse
 from dataflow.schemas import ENCODER, ProcessedLogin, Rejected
 from dataflow.settings import Settings
-from dataflow.transforms import Enricher, iso_utc
+from dataflow.transforms import enrich, iso_utc
 
 GC_THRESHOLDS = (50_000, 20, 100)  # the job's (dataflow/flow.py), see tune_garbage_collector
 UNKNOWN = "unknown"  # the job's count value for a login without device_type
@@ -138,7 +138,6 @@ class HandLoop:
         self.dead_lettered: Counter[str] = Counter()
         self.counted: dict[tuple[Any, ...], int] = {}
         self._count_key = count_key(settings.count_fields)
-        self._enrich = Enricher(settings).enrich
         self._topic_header = (HEADER_FROM_TOPIC, settings.input_topic.encode())
         self._partition_headers: dict[int, tuple[str, bytes]] = {}
 
@@ -163,7 +162,7 @@ class HandLoop:
         failed_at = datetime.now(UTC)
         processed_at = failed_at.isoformat(timespec="milliseconds")
         out_topic, excluded = self.settings.output_topic, self.settings.excluded_locales
-        produce, encode, enrich = self.writer.produce, ENCODER.encode, self._enrich
+        produce, encode = self.writer.produce, ENCODER.encode
         count_key = self._count_key
         topic_header, partition_headers = self._topic_header, self._partition_headers
         counted = self.counted

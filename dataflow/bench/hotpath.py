@@ -2,9 +2,9 @@
 
 Builds real ``confluent_kafka.Message`` objects carrying the bench's mix (5% bad,
 3% excluded) and times each step of the job's hot path over them in batches of
-``SOURCE_BATCH_SIZE``: the partition's batch step (parse, split, filter,
-lateness, partial counts), enrich, dead letters, late records, and producing the
-result to a producer that never connects (its queue is purged). It prints µs per
+``SOURCE_BATCH_SIZE``: the partition's batch step (parse, dead letters,
+filter, enrich, lateness, partial counts), and producing the result to a
+producer that never connects (its queue is purged). It prints µs per
 input record for each, best of ``--repeat`` runs. Kafka's own cost (fetch,
 network, broker) is not in it: this is the floor of what the job's Python costs.
 """
@@ -12,7 +12,6 @@ network, broker) is not in it: this is the floor of what the job's Python costs.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from collections.abc import Callable
@@ -20,12 +19,11 @@ from typing import Any
 
 from confluent_kafka import Message, Producer
 
-from dataflow.batches import PartitionProcessor, SourceBatch
+from dataflow.batches import PartitionProcessor, is_write
 from dataflow.bench.cases import EXCLUDED, MIX
+from dataflow.flow import tune_garbage_collector
 from dataflow.generator.events import EventFactory
 from dataflow.settings import Settings
-from dataflow.transforms import DeadLetterer, Enricher
-from dataflow.windows import LateWriter
 
 START = 1_700_000_000
 
@@ -52,32 +50,26 @@ def measure(count: int, repeat: int) -> dict[str, float]:
     records = messages(count)
     size = settings.source_batch_size
     chunks = [records[i:i + size] for i in range(0, len(records), size)]
-    enrich, dead, late = Enricher(settings), DeadLetterer(settings), LateWriter(settings)
     producer = Producer({"bootstrap.servers": "127.0.0.1:1", "queue.buffering.max.messages":
                          2_000_000, "queue.buffering.max.kbytes": 2_097_151,
                          "log_level": 0})
 
-    def step() -> list[SourceBatch]:
+    def step() -> list[Any]:
         processor = PartitionProcessor(settings, 0, 1)
-        return [processor.process(chunk)[0] for chunk in chunks]
+        return [item for chunk in chunks for item in processor.process(chunk)]
 
-    batches = step()
-    outputs = [out for b in batches for _, records in (*enrich(b), *dead(b), *late(b))
-               for out in records]
+    outputs = [record for item in step() if is_write(item) for record in item[1]]
 
     def produce() -> None:
         for topic, key, value, headers, timestamp in outputs:
-            producer.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
+            producer.produce(topic, value, key, headers=headers,
                              timestamp=timestamp or 0)
         producer.purge()
 
-    gc.collect()
-    gc.freeze()
+    tune_garbage_collector()  # as the job does
     result = {
-        "batch step (parse, split, filter, lateness, partial counts)": _best(step, repeat),
-        "enrich": _best(lambda: [enrich(b) for b in batches], repeat),
-        "dead letters": _best(lambda: [dead(b) for b in batches], repeat),
-        "late records": _best(lambda: [late(b) for b in batches], repeat),
+        "batch step (parse, dead letters, filter, enrich, lateness, partial counts)":
+            _best(step, repeat),
         "produce (librdkafka, not sent)": _best(produce, repeat),
     }
     return {name: seconds / count * 1e6 for name, seconds in result.items()}

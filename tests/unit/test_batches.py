@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dataflow.batches import PartitionProcessor, SourceBatch
+from dataflow.batches import PartitionProcessor
 from dataflow.settings import Settings
+from dataflow.transforms import iso_utc
 from dataflow.watermarks import FINISHED, IDLE, SHARD_KEYS, ShardUpdate, shard_key
-from tests.records import FakeRecord, login_bytes
+from tests.records import FakeRecord, Written, login_bytes, written
 
 NOW = 1_700_000_000.0
 BASE = 1_694_479_500
@@ -23,8 +24,8 @@ def _records(*stamps: int, locale: str = "US") -> list[FakeRecord]:
             for i, ts in enumerate(stamps)]
 
 
-def _split(out: list[Any]) -> tuple[SourceBatch, list[tuple[str, ShardUpdate]]]:
-    return out[0], out[1:]
+def _split(out: list[Any]) -> tuple[Written, list[tuple[str, ShardUpdate]]]:
+    return written(out)
 
 
 def _counted(updates: list[tuple[str, ShardUpdate]]) -> dict[tuple[int, str, str], int]:
@@ -40,12 +41,13 @@ def test_lateness_is_decided_in_partition_order_whatever_the_batches() -> None:
         for i in range(0, len(stamps), size):
             batch, updates = _split(processor.process(_records(*stamps[i:i + size])))
             late.update({k: late.get(k, 0) + n for k, n in batch.late.items()})
+            assert len(batch.processed) == len(stamps[i:i + size])  # late ones too
             for key, n in _counted(updates).items():
                 counted[key] = counted.get(key, 0) + n
         results.append((late, counted, processor.clock.newest))
     assert results[0] == results[1] == results[2]
     late, counted, newest = results[0]
-    assert late == {(BASE, "locale", "US"): 2}  # BASE+9 (11 s older) and BASE+19 (11 s)
+    assert late == {(iso_utc(BASE), "locale", "US"): 2}  # BASE+9 (11 s older), BASE+19 (11 s)
     assert counted == {(BASE, "locale", "US"): 3, (BASE + 60, "locale", "US"): 1}
     assert newest == BASE + 61
 
@@ -54,17 +56,17 @@ def test_event_far_ahead_is_dead_lettered_and_moves_no_watermark() -> None:
     """An event a day ahead of the job's clock becomes a future_timestamp dead letter."""
     processor = _processor()
     batch, _ = _split(processor.process(_records(BASE, int(NOW) + 86_400, BASE + 1)))
-    assert [r.reason for r in batch.rejected] == ["future_timestamp"]
-    assert "ahead of the job's clock" in batch.rejected[0].detail
+    assert [reason for reason, _ in batch.dead] == ["future_timestamp"]
+    assert "ahead of the job's clock" in batch.dead[0][1]
     assert processor.clock.newest == BASE + 1
-    assert len(batch.accepted) == 2
+    assert len(batch.processed) == 2
 
 
 def test_excluded_locales_are_filtered_before_counting() -> None:
     """Excluded events are not processed, not counted and do not move the clock."""
     processor = _processor(excluded_locales=frozenset({"RU"}))
     batch, updates = _split(processor.process(_records(BASE + 50, locale="ru")))
-    assert batch.accepted == [] and _counted(updates) == {}
+    assert batch.processed == [] and _counted(updates) == {}
     assert processor.clock.watermark is None
 
 
@@ -96,10 +98,17 @@ def test_values_getter_reads_every_countable_field_like_the_documented_rules() -
     'unknown', locale upper-cased, ip_version as text."""
     from dataflow.batches import values_getter
     from dataflow.parsing import parse
+    from dataflow.schemas import Accepted
     from dataflow.settings import COUNTABLE_FIELDS
+    from dataflow.transforms import enrich
 
-    accepted = parse(FakeRecord(login_bytes(device_type="iOS", locale="ru", ip="::1")))
-    missing = parse(FakeRecord(login_bytes(device_type=None)))
+    def processed(**changes: Any) -> Any:
+        accepted = parse(FakeRecord(login_bytes(**changes)))
+        assert isinstance(accepted, Accepted)
+        return enrich(accepted, "now")
+
+    accepted = processed(device_type="iOS", locale="ru", ip="::1")
+    missing = processed(device_type=None)
     get = values_getter(COUNTABLE_FIELDS)
     assert get(accepted) == ("ios", "RU", "2.3.0", "6", "424cdd21-063a-43a7-b91b-7ca1a833afae",
                              "593-47-5928")

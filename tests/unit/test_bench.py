@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from dataflow.batches import SourceBatch
+from dataflow.batches import PartitionProcessor
 from dataflow.bench.cases import Run, first_read, free_ports, written_by_kind
 from dataflow.bench.handloop import HandLoop, count_key, window_records
 from dataflow.bench.report import outputs_check, summary, table
@@ -23,7 +23,7 @@ from dataflow.deadletters import dead_letter_headers
 from dataflow.parsing import parse
 from dataflow.schemas import Accepted, ProcessedLogin, Rejected
 from dataflow.settings import Settings
-from dataflow.transforms import Enricher
+from dataflow.transforms import enrich
 from tests.records import FakeRecord, login_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ def test_loop_accounts_for_every_record_and_counts_windows() -> None:
 
 
 def test_loop_writes_what_the_job_writes() -> None:
-    """Processed records: the Enricher's fields, user_id key, source.* headers, Kafka timestamp."""
+    """Processed records: the job's fields, user_id key, source.* headers, Kafka timestamp."""
     settings = Settings()
     _, writer, _ = _loop(settings)
     topic, value, key, kwargs = writer.records[0]
@@ -95,9 +95,10 @@ def test_loop_writes_what_the_job_writes() -> None:
     accepted = parse(source)
     assert isinstance(accepted, Accepted)
     got = msgspec.json.decode(value, type=ProcessedLogin)
-    want = Enricher(settings).enrich(accepted, got.processed_at)
+    want = enrich(accepted, got.processed_at)
     assert (topic, got, key) == ("processed-user-login", want, accepted.login.user_id.encode())
-    [(_, [(_, _, _, job_headers, _)])] = Enricher(settings)(SourceBatch("0", [accepted], [], {}))
+    [(_, [(_, _, _, job_headers, _)]), *_] = PartitionProcessor(settings, source.partition(),
+                                                               1).process([source])
     assert kwargs == {"headers": job_headers, "timestamp": source._timestamp_ms}
 
 
@@ -133,7 +134,7 @@ def test_count_key_reads_the_timestamp_and_the_configured_fields_in_order() -> N
     """The key is (timestamp, *values of COUNT_FIELDS), normalised as the job counts them."""
     accepted = parse(Message(login_bytes(locale="de", device_type="iOS", timestamp=T0)))
     assert isinstance(accepted, Accepted)
-    record = Enricher(Settings()).enrich(accepted, "now")
+    record = enrich(accepted, "now")
     assert count_key(("locale",))(record) == (T0, "DE")
     assert count_key(("ip_version", "device_type"))(record) == (T0, 4, "ios")
 

@@ -63,6 +63,7 @@ def test_sink_partitions_are_the_input_partitions_indexed_in_bytewax_order() -> 
 def test_a_workers_partitions_share_one_producer_released_with_the_last() -> None:
     """Partitions built on one thread share a producer; closing the last one drops it."""
     sink = ConfirmedKafkaSink(SETTINGS, lambda: ["0", "1"])
+    sink._config["logger"] = _QUIET  # nothing listens on port 9
     first, second = sink.build_part("write", "0", None), sink.build_part("write", "1", None)
     assert first._producer is second._producer
     first.close()

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dataflow.batches import SourceBatch
+from dataflow.batches import is_write
 from dataflow.settings import Settings
 from dataflow.source import LoginSource
+from dataflow.transforms import iso_utc
 from dataflow.watermarks import ACTIVE, FINISHED, IDLE, SHARD_KEYS, ClockState
-from tests.records import FakeRecord, ListReader, login_bytes
+from tests.records import FakeRecord, ListReader, login_bytes, written
 
 BASE = 1_694_479_500
 
@@ -28,14 +29,14 @@ def _part(records: list[FakeRecord], resume: Any = None, live: bool = False,
 
 
 def _states(out: list[Any]) -> set[str]:
-    return {u.state for item in out if not isinstance(item, SourceBatch) for _, u in [item]}
+    return {u.state for item in out if not is_write(item) for _, u in [item]}
 
 
 def test_partition_announces_itself_to_every_shard_first() -> None:
     """The first batch tells every shard the partition exists, so windows wait for it."""
     part, _ = _part([FakeRecord(login_bytes(timestamp=BASE))] * 3)
     out = part.next_batch()
-    assert {k for item in out if not isinstance(item, SourceBatch) for k in [item[0]]} \
+    assert {k for item in out if not is_write(item) for k in [item[0]]} \
         == set(SHARD_KEYS)
 
 
@@ -79,8 +80,8 @@ def test_resumes_from_a_saved_clock_and_from_an_old_offset_only_snapshot() -> No
     records = [FakeRecord(login_bytes(timestamp=BASE), _offset=i) for i in range(4)]
     part, reader = _part(records, resume=(2, ClockState(BASE + 100, IDLE)))
     assert reader.position == 2
-    batch = part.next_batch()[len(SHARD_KEYS)]
-    assert isinstance(batch, SourceBatch)
-    assert batch.late == {(BASE, "device_type", "android"): 2, (BASE, "locale", "RU"): 2}
+    batch, _ = written(part.next_batch())
+    assert batch.late == {(iso_utc(BASE), "device_type", "android"): 2,
+                          (iso_utc(BASE), "locale", "RU"): 2}
     part, reader = _part(records, resume=3)
     assert reader.position == 3

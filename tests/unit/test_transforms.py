@@ -7,38 +7,41 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from dataflow.batches import SourceBatch
+from dataflow.batches import PartitionProcessor
 from dataflow.parsing import parse
-from dataflow.schemas import Accepted, OutRecord, ProcessedLogin, Rejected, SinkBatch
+from dataflow.schemas import Accepted, OutRecord, ProcessedLogin, Rejected
 from dataflow.settings import Settings
-from dataflow.transforms import DeadLetterer, Enricher, version_parts
+from dataflow.transforms import DeadLetterer, enrich, version_parts
 from tests.records import FakeRecord, login_bytes
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, 123000, tzinfo=UTC)
 
 
-def _accepted(**changes: object) -> Accepted:
-    result = parse(FakeRecord(login_bytes(**changes), _partition=2, _offset=7))
+def _accepted(doc: bytes) -> Accepted:
+    result = parse(FakeRecord(doc))
     assert isinstance(result, Accepted)
     return result
 
 
-def _batch(*items: Accepted | Rejected) -> SourceBatch:
-    return SourceBatch("2", [i for i in items if isinstance(i, Accepted)],
-                       [i for i in items if isinstance(i, Rejected)], {})
+def _rejected(record: FakeRecord) -> Rejected:
+    result = parse(record)
+    assert isinstance(result, Rejected)
+    return result
 
 
-def _one(out: list[SinkBatch]) -> list[OutRecord]:
-    """The records of a step's single item, which names the batch's partition."""
-    [(partition, records)] = out
+def _batch_step(*records: FakeRecord) -> list[OutRecord]:
+    """What partition 2's batch step writes for these records, at NOW."""
+    processor = PartitionProcessor(Settings(), 2, 3, now=NOW.timestamp)
+    [(partition, out), *_] = processor.process(records)
     assert partition == "2"
-    return records
+    return out  # type: ignore[no-any-return]
 
 
 def test_enrich_normalises_and_adds_fields() -> None:
     """Output has an int timestamp, upper locale, lower device type, ISO times, version parts."""
-    [(topic, key, value, headers, ts)] = _one(Enricher(Settings(), now=lambda: NOW)(
-        _batch(_accepted(locale="ru", device_type="iOS", app_version="2.10.x"))))
+    [(topic, key, value, headers, ts)] = _batch_step(FakeRecord(
+        login_bytes(locale="ru", device_type="iOS", app_version="2.10.x"), _partition=2,
+        _offset=7))
     out = msgspec.json.decode(value, type=ProcessedLogin)
     assert topic == "processed-user-login"
     assert key == b"424cdd21-063a-43a7-b91b-7ca1a833afae"
@@ -54,8 +57,7 @@ def test_enrich_normalises_and_adds_fields() -> None:
 
 def test_missing_device_type_stays_null_in_output() -> None:
     """A login without device_type is processed with device_type null."""
-    enrich = Enricher(Settings(), now=lambda: NOW)
-    [(_, _, value, _, _)] = _one(enrich(_batch(_accepted(device_type=None))))
+    [(_, _, value, _, _)] = _batch_step(FakeRecord(login_bytes(device_type=None)))
     assert json.loads(value)["device_type"] is None
 
 
@@ -63,10 +65,7 @@ def test_dead_letter_keeps_bytes_key_headers_and_adds_context() -> None:
     """A dead letter is the original record plus dlq.* headers."""
     record = FakeRecord(b"\xff{", _key=b"\x00key", _headers=[("trace", b"\x01")],
                         _partition=3, _offset=99)
-    rejected = parse(record)
-    assert isinstance(rejected, Rejected)
-    [(topic, key, value, headers, _)] = _one(
-        DeadLetterer(Settings(), now=lambda: NOW)(_batch(rejected)))
+    [(topic, key, value, headers, _)] = DeadLetterer(Settings()).records([_rejected(record)], NOW)
     assert (topic, key, value) == ("user-login-dlq", b"\x00key", b"\xff{")
     assert headers == [
         ("trace", b"\x01"),
@@ -86,9 +85,7 @@ def test_dead_letter_keeps_bytes_key_headers_and_adds_context() -> None:
 
 def test_null_value_dead_letter_stays_null() -> None:
     """A record with a null value becomes a dead letter whose value is still null."""
-    rejected = parse(FakeRecord(None))
-    assert isinstance(rejected, Rejected)
-    [(_, _, value, _, _)] = _one(DeadLetterer(Settings(), now=lambda: NOW)(_batch(rejected)))
+    [(_, _, value, _, _)] = DeadLetterer(Settings()).records([_rejected(FakeRecord(None))], NOW)
     assert value is None
 
 
@@ -99,12 +96,11 @@ def test_version_parts() -> None:
     assert version_parts("1.2.3.4") == (1, 2, 3)
 
 
-def test_batch_enrich_gives_what_enrich_gives_for_each_login() -> None:
-    """The inlined batch loop and the one-record ``enrich`` agree, field for field."""
-    enricher = Enricher(Settings(), now=lambda: NOW)
-    logins = [_accepted(locale="ru", device_type="iOS", app_version="2.10.x"),
-              _accepted(device_type=None, ip="::1"), _accepted(app_version="7")]
-    batch = _one(enricher(_batch(*logins)))
+def test_batch_step_writes_what_enrich_gives_for_each_login() -> None:
+    """The batch step's inlined loop and the one-record ``enrich`` agree, field for field."""
+    docs = [login_bytes(locale="ru", device_type="iOS", app_version="2.10.x"),
+            login_bytes(device_type=None, ip="::1"), login_bytes(app_version="7")]
+    batch = _batch_step(*(FakeRecord(d, _partition=2, _offset=7) for d in docs))
     processed_at = NOW.isoformat(timespec="milliseconds")
     assert [value for _, _, value, _, _ in batch] == [
-        msgspec.json.encode(enricher.enrich(a, processed_at)) for a in logins]
+        msgspec.json.encode(enrich(_accepted(d), processed_at)) for d in docs]

@@ -13,10 +13,11 @@ hands the records to librdkafka, which sends them in the background while the
 worker goes on; Bytewax calls ``snapshot()`` at the end of each epoch, before
 the epoch counts as done (recovery commits it, consumer-group offsets move past
 it), and ``snapshot()`` flushes and raises unless Kafka confirmed every write
-of the epoch. The worker therefore waits for the broker once per epoch, not once
-per batch. librdkafka retries a failed send until ``DELIVERY_TIMEOUT_MS``; a
-write that still fails raises ``DeliveryError`` naming the topic and the source
-record, which stops the job before its epoch is committed.
+of the epoch. The worker therefore waits for the broker once per epoch (and every
+``CONFIRM_AFTER_RECORDS`` records, to bound memory), not once per batch.
+librdkafka retries a failed send until ``DELIVERY_TIMEOUT_MS``; a write that
+still fails raises ``DeliveryError`` naming the topic and the source record,
+which stops the job before its epoch is committed.
 
 A dead letter too large for a Kafka record (refused by ``produce()`` or by the
 broker) is written again cut to fit, by the scheme of ``dataflow.oversize``:
@@ -53,6 +54,10 @@ from dataflow.settings import Settings
 log = logs.get_logger(__name__)
 
 _MAX_REPORTED = 5
+# A worker also confirms (waits for Kafka) once this many records are unconfirmed, so an
+# epoch of several seconds at full speed does not hold them all in memory (about 1 KB
+# each, in Python and in librdkafka, until confirmed).
+CONFIRM_AFTER_RECORDS = 50_000
 # A dead letter the broker refuses as too large is cut to half the size of the last
 # try, at most this many times (1 MB -> 16 KB), before the job stops.
 _MAX_HALVINGS = 6
@@ -113,6 +118,7 @@ class WorkerProducer:
         # What was written since the last confirmation, batch by batch: the source of a
         # failed write is found there, and the original of an oversized dead letter.
         self._pending: list[list[OutRecord]] = []
+        self._pending_count = 0
         # Only failures call back into Python; flush() returning 0 with no failure
         # recorded means every write of the batch was acknowledged.
         self._producer = Producer({**config, "on_delivery": self._on_delivery,
@@ -192,7 +198,10 @@ class WorkerProducer:
             except Exception:  # BufferError or a refusal: handled off the hot path
                 self._produce(record)
         self._pending.append(records)
+        self._pending_count += len(records)
         self._producer.poll(0)
+        if self._pending_count >= CONFIRM_AFTER_RECORDS:  # bounds memory in long epochs
+            self.confirm()
 
     def confirm(self) -> None:
         """Wait until Kafka acknowledged everything written since the last call; raise
@@ -200,7 +209,7 @@ class WorkerProducer:
         if not self._pending:
             return
         items = [record for records in self._pending for record in records]
-        self._pending = []
+        self._pending, self._pending_count = [], 0
         remaining = self._producer.flush(self._flush_timeout_s)
         if self._oversized:
             self._retry_oversized(items)

@@ -26,8 +26,12 @@ from dataflow.windows import CountWriter, shard_logic
 # which trigger a generation-0 collection every 700 allocations and, through them,
 # scans of everything the process holds. Freezing what start-up built and collecting
 # less often cut the enrich step from 5.0 to 2.0 us per record (measured); nothing
-# in the per-record path forms reference cycles.
-GC_THRESHOLDS = (50_000, 20, 100)
+# in the per-record path forms reference cycles. Generation 0 counts live young
+# containers, and the job holds at most a few batches and the unconfirmed writes
+# (dataflow.kafka_sink.CONFIRM_AFTER_RECORDS): at 50,000 that still meant a collection
+# every few batches, 0.42-0.48 s of 1,000,000 records; at 500,000 none in 1,000,000
+# records and the same peak RSS (measured, benchmarks/README.md).
+GC_THRESHOLDS = (500_000, 20, 100)
 
 
 def tune_garbage_collector() -> None:

@@ -30,7 +30,12 @@ def produce_all(bootstrap: str, topic: str,
             kwargs["partition"] = partition
         if headers:
             kwargs["headers"] = headers
-        producer.produce(topic, value, key, **kwargs)
+        while True:
+            try:
+                producer.produce(topic, value, key, **kwargs)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.05)
         producer.poll(0)
     assert producer.flush(30) == 0
     assert not failures, failures

@@ -12,12 +12,11 @@ import sys
 from typing import NoReturn
 
 from bytewax.dataflow import Dataflow
-from confluent_kafka.admin import AdminClient
 
 from dataflow import logs, metrics
-from dataflow.errors import MissingTopicError, PipelineError
-from dataflow.kafka_config import admin_config, check_client_configs
-from dataflow.kafka_source import list_partitions
+from dataflow.errors import PipelineError
+from dataflow.kafka_config import check_client_configs
+from dataflow.kafka_source import describe_partitions
 from dataflow.runner import check_metrics_port
 from dataflow.settings import Settings
 from dataflow.source import LoginSource
@@ -32,16 +31,10 @@ def _fail(message: str) -> NoReturn:
 
 def check_topics(settings: Settings) -> list[int]:
     """Every topic the job reads or writes exists (the broker does not auto-create); returns
-    the input topic's partitions. One admin client for all of them."""
-    admin = AdminClient(admin_config(settings))
-    missing = []
-    found: dict[str, list[int]] = {}
-    for topic in (settings.input_topic, settings.output_topic, settings.dlq_topic,
-                  settings.counts_topic, settings.late_topic):
-        try:
-            found[topic] = list_partitions(settings, topic, admin)
-        except MissingTopicError:
-            missing.append(topic)
+    the input topic's partitions. One metadata request for all of them."""
+    found, missing = describe_partitions(settings, (
+        settings.input_topic, settings.output_topic, settings.dlq_topic,
+        settings.counts_topic, settings.late_topic))
     if missing:
         msg = (f"missing topic(s) on {settings.bootstrap_servers}: {', '.join(missing)}; "
                "create them (locally: python -m dataflow kafka create-topics)")

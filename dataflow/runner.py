@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 from dataflow.errors import PipelineError, SettingsError
 from dataflow.settings import Settings, describe_settings
@@ -142,19 +141,20 @@ def _stop_all(children: list[subprocess.Popen[bytes]], sig: int = signal.SIGINT)
             child.wait()
 
 
+# What wakes the supervisor: a child ended (or stopped), Ctrl-C, or SIGTERM.
+_WAKE = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM}
+
+
 def supervise(children: list[subprocess.Popen[bytes]]) -> int:
-    """Wait for all processes; the first failure stops the rest and gives the exit code."""
-    stopping: list[int] = []
+    """Wait for all processes; the first failure stops the rest and gives the exit code.
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        stopping.append(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    Sleeps until a signal arrives instead of polling: the signals are blocked and
+    taken with ``sigwait``, so one that comes between two checks is kept pending,
+    never lost, and a finite run ends as soon as its last process does.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _WAKE)
     try:
         while True:
-            if stopping:
-                _stop_all(children)
-                return 130 if stopping[0] == signal.SIGINT else 143
             codes = [child.poll() for child in children]
             failed = [c for c in codes if c not in (None, 0)]
             if failed:
@@ -162,10 +162,15 @@ def supervise(children: list[subprocess.Popen[bytes]]) -> int:
                 return int(failed[0] or 1)
             if all(c == 0 for c in codes):
                 return 0
-            time.sleep(0.2)
+            signum = signal.sigwait(_WAKE)
+            if signum != signal.SIGCHLD:
+                _stop_all(children)
+                return 130 if signum == signal.SIGINT else 143
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        # A Ctrl-C or SIGTERM that came while stopping is done with: take it before unblocking.
+        while pending := signal.sigpending() & _WAKE:
+            signal.sigwait(pending)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def main(argv: list[str]) -> int:

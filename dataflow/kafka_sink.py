@@ -57,7 +57,7 @@ _MAX_REPORTED = 5
 # A worker also confirms (waits for Kafka) once this many records are unconfirmed, so an
 # epoch of several seconds at full speed does not hold them all in memory (about 1 KB
 # each, in Python and in librdkafka, until confirmed).
-CONFIRM_AFTER_RECORDS = 50_000
+CONFIRM_AFTER_RECORDS = 30_000
 # A dead letter the broker refuses as too large is cut to half the size of the last
 # try, at most this many times (1 MB -> 16 KB), before the job stops.
 _MAX_HALVINGS = 6

@@ -151,7 +151,7 @@ class HandLoop:
         topic, headers, ts = (self.settings.dlq_topic, dead_letter_headers(rejected, failed_at),
                               ts if kind and ts >= 0 else 0)
         try:
-            self.writer.produce(topic, msg.value(), msg.key(), headers=headers, timestamp=ts)
+            self.writer.produce(topic, msg.value(), msg.key(), -1, None, None, ts, headers)
         except BufferError:
             self.writer.produce_waiting(topic, msg.value(), msg.key(), headers=headers,
                                         timestamp=ts)
@@ -186,8 +186,8 @@ class HandLoop:
                        (HEADER_FROM_OFFSET, b"%d" % offset)]
             kind, ts = msg.timestamp()
             data, user, ts = encode(record), record.user_id.encode(), ts if kind and ts >= 0 else 0
-            try:
-                produce(out_topic, data, user, headers=headers, timestamp=ts)
+            try:  # positional, as the job does: cheaper than keywords
+                produce(out_topic, data, user, -1, None, None, ts, headers)
             except BufferError:
                 self.writer.produce_waiting(out_topic, data, user, headers=headers, timestamp=ts)
             processed += 1

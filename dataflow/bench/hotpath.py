@@ -67,8 +67,8 @@ def measure(count: int, repeat: int) -> dict[str, float]:
     def produce() -> None:
         for batch in outputs:
             for topic, key, value, headers, timestamp in batch:
-                producer.produce(topic, value, key, headers=headers,
-                                 timestamp=timestamp or 0)
+                producer.produce(topic, value, key, -1, None, None,
+                                 timestamp or 0, headers)
             producer.purge()
 
     tune_garbage_collector()  # as the job does

@@ -45,8 +45,13 @@ class FakeWriter:
         self.records: list[tuple[str, Any, Any, dict[str, Any]]] = []
         self.polls = 0
 
-    def produce(self, topic: str, value: Any, key: Any, **kwargs: Any) -> None:
-        self.records.append((topic, value, key, kwargs))
+    def produce(self, topic: str, value: Any = None, key: Any = None, partition: int = -1,
+                callback: Any = None, on_delivery: Any = None, timestamp: int = 0,
+                headers: Any = None) -> None:
+        """confluent-kafka's produce() signature, positional or by keyword."""
+        kwargs = {"headers": headers, "timestamp": timestamp}
+        self.records.append((topic, value, key, {k: v for k, v in kwargs.items()
+                                                 if v is not None}))
 
     produce_waiting = produce
 

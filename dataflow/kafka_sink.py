@@ -54,8 +54,6 @@ from dataflow.settings import Settings
 log = logs.get_logger(__name__)
 
 _MAX_REPORTED = 5
-# produce() takes (topic, value, key, partition, callback, on_delivery, timestamp, headers)
-# positionally: 1.27 against 1.67 us per call with keywords (measured, 200,000 calls).
 # A worker also confirms (waits for Kafka) once this many records are unconfirmed, so an
 # epoch of several seconds at full speed does not hold them all in memory (about 1 KB
 # each, in Python and in librdkafka, until confirmed).
@@ -194,7 +192,9 @@ class WorkerProducer:
         produce = self._producer.produce
         for record in records:
             topic, key, value, headers, timestamp = record
-            try:  # positional: partition -1 (by key), no callbacks (cheaper than keywords)
+            # produce(topic, value, key, partition, callback, on_delivery, timestamp, headers),
+            # positionally: 1.27 against 1.67 us per call with keywords (measured).
+            try:
                 produce(topic, value, key, -1, None, None,
                         timestamp or 0, headers)  # type: ignore[arg-type]
             except Exception:  # BufferError or a refusal: handled off the hot path

@@ -49,8 +49,8 @@ def main() -> int:
         runpy.run_module("bytewax.run", run_name="__main__", alter_sys=True)
     except KeyboardInterrupt:
         return 130
-    except BytewaxRuntimeError as exc:
-        if interrupted(exc):
+    except Exception as exc:  # BytewaxRuntimeError, or ours unwrapped (a sink partition's)
+        if isinstance(exc, BytewaxRuntimeError) and interrupted(exc):
             return 130
         ours = root_pipeline_error(exc)
         if ours is None:

@@ -100,7 +100,7 @@ def test_broker_gone_past_delivery_timeout_stops_the_job_with_a_clear_error(
 ) -> None:
     """Broker down past DELIVERY_TIMEOUT_MS: exit 1, 'Message timed out'; after it: none lost."""
     bootstrap = lone_kafka.bootstrap
-    records, expect = login_stream(45_000)
+    records, expect = login_stream(120_000)
     input_topic = create_topics(bootstrap, partitions=3)[0]
     produce_all(bootstrap, input_topic, records)
 
@@ -116,12 +116,13 @@ def test_broker_gone_past_delivery_timeout_stops_the_job_with_a_clear_error(
 
         def under_way() -> bool:
             assert job.process.poll() is None, job.tail()
-            return watcher.count() >= 0.1 * expect.written
+            return watcher.count() >= 0.03 * expect.written
 
-        # At 10% some 5 s of work remain: far more than the broker takes to stop.
-        wait_for(under_way, 120, "the job to write 10% of its output", every=0.02)
+        # At 3% most of the work remains: far more than the broker takes to stop.
+        wait_for(under_way, 120, "the job to write 3% of its output", every=0.02)
         lone_kafka.stop()
         stopped_at = time.monotonic()
+        assert watcher.count() < expect.written - 2000, "the job got too far before the stop"
         assert job.wait(120) == 1, job.tail()
         waited = time.monotonic() - stopped_at
         text = job.text()

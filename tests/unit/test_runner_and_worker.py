@@ -92,3 +92,20 @@ def test_worker_treats_an_interrupt_inside_a_step_as_a_clean_stop() -> None:
         assert interrupted(wrapped)
     assert interrupted(RuntimeError("(src/run.rs:134:60): signal received"))
     assert not interrupted(RuntimeError("something else"))
+
+
+def test_worker_ends_with_one_line_when_our_error_comes_unwrapped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A sink partition's DeliveryError reaches the worker as itself: exit 1, one line."""
+    import runpy
+
+    from dataflow import worker
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise DeliveryError("1 of 1 writes failed")
+
+    monkeypatch.setattr(runpy, "run_module", fail)
+    monkeypatch.setattr("sys.argv", ["worker"])  # main() renames argv[0]
+    assert worker.main() == 1
+    assert capsys.readouterr().err == "login-dataflow: error: DeliveryError: 1 of 1 writes failed\n"

@@ -3,21 +3,12 @@
 Bytewax 0.21.1's ``KafkaSink`` has no delivery callback and can crash with
 ``BufferError`` under load. This one: one idempotent producer per worker, a
 delivery callback that records failures, ``BufferError`` handled by polling,
-and every write confirmed before its epoch ends.
-
-It is a ``FixedPartitionedSink`` with one partition per input partition, so a
-batch's records are written by the worker that read them (Bytewax assigns a
-sink partition to the same worker as the source partition of the same name).
-Items are ``(partition, records)``: one list per source batch. ``write_batch``
-hands the records to librdkafka, which sends them in the background while the
-worker goes on; Bytewax calls ``snapshot()`` at the end of each epoch, before
-the epoch counts as done (recovery commits it, consumer-group offsets move past
-it), and ``snapshot()`` flushes and raises unless Kafka confirmed every write
-of the epoch. The worker therefore waits for the broker once per epoch (and every
-``CONFIRM_AFTER_RECORDS`` records, to bound memory), not once per batch.
+and a flush at the end of every ``write_batch``, so Bytewax snapshots an epoch
+only after Kafka confirmed everything written in it. Items are
+``(partition, records)``: one list per source batch (or per count record).
 librdkafka retries a failed send until ``DELIVERY_TIMEOUT_MS``; a write that
 still fails raises ``DeliveryError`` naming the topic and the source record,
-which stops the job before its epoch is committed.
+which stops the job.
 
 A dead letter too large for a Kafka record (refused by ``produce()`` or by the
 broker) is written again cut to fit, by the scheme of ``dataflow.oversize``:
@@ -27,13 +18,10 @@ large, and any other exception of ``produce()``, is a ``DeliveryError``.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter as Tally
-from collections.abc import Callable
 from typing import Any
-from zlib import adler32
 
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from dataflow import logs, metrics
@@ -48,16 +36,12 @@ from dataflow.deadletters import (
 from dataflow.errors import DeliveryError, kafka_reason
 from dataflow.kafka_config import producer_config
 from dataflow.oversize import DEFAULT_MESSAGE_MAX_BYTES, truncate_dead_letter
-from dataflow.schemas import Headers, OutRecord
+from dataflow.schemas import Headers, OutRecord, SinkBatch
 from dataflow.settings import Settings
 
 log = logs.get_logger(__name__)
 
 _MAX_REPORTED = 5
-# A worker also confirms (waits for Kafka) once this many records are unconfirmed, so an
-# epoch of several seconds at full speed does not hold them all in memory (about 1 KB
-# each, in Python and in librdkafka, until confirmed).
-CONFIRM_AFTER_RECORDS = 30_000
 # A dead letter the broker refuses as too large is cut to half the size of the last
 # try, at most this many times (1 MB -> 16 KB), before the job stops.
 _MAX_HALVINGS = 6
@@ -118,7 +102,6 @@ class WorkerProducer:
         # What was written since the last confirmation, batch by batch: the source of a
         # failed write is found there, and the original of an oversized dead letter.
         self._pending: list[list[OutRecord]] = []
-        self._pending_count = 0
         # Only failures call back into Python; flush() returning 0 with no failure
         # recorded means every write of the batch was acknowledged.
         self._producer = Producer({**config, "on_delivery": self._on_delivery,
@@ -200,10 +183,7 @@ class WorkerProducer:
             except Exception:  # BufferError or a refusal: handled off the hot path
                 self._produce(record)
         self._pending.append(records)
-        self._pending_count += len(records)
         self._producer.poll(0)
-        if self._pending_count >= CONFIRM_AFTER_RECORDS:  # bounds memory in long epochs
-            self.confirm()
 
     def confirm(self) -> None:
         """Wait until Kafka acknowledged everything written since the last call; raise
@@ -211,7 +191,7 @@ class WorkerProducer:
         if not self._pending:
             return
         items = [record for records in self._pending for record in records]
-        self._pending, self._pending_count = [], 0
+        self._pending = []
         remaining = self._producer.flush(self._flush_timeout_s)
         if self._oversized:
             self._retry_oversized(items)
@@ -229,74 +209,34 @@ class WorkerProducer:
             metrics.PRODUCED.labels(topic).inc(n)
 
     def close(self) -> None:
-        """Send what is left (the last epoch was confirmed by its snapshot)."""
+        """Send what is left (every write_batch confirmed its own writes)."""
         self._producer.flush(self._flush_timeout_s)
 
 
-class _SinkPartition(StatefulSinkPartition[list[OutRecord], None]):
-    """One input partition's writes, through its worker's producer."""
+class _ProducerPartition(StatelessSinkPartition[SinkBatch]):
+    """One worker's writes: each call's records handed to librdkafka, then confirmed."""
 
-    def __init__(self, producer: WorkerProducer, release: Callable[[], None]) -> None:
+    def __init__(self, producer: WorkerProducer) -> None:
         self._producer = producer
-        self._release = release
 
-    def write_batch(self, items: list[list[OutRecord]]) -> None:
-        for records in items:
+    def write_batch(self, items: list[SinkBatch]) -> None:
+        for _partition, records in items:
             self._producer.write(records)
-
-    def snapshot(self) -> None:
-        """End of an epoch: everything this worker wrote in it is confirmed, or this raises."""
         self._producer.confirm()
 
     def close(self) -> None:
-        self._release()
+        self._producer.close()
 
 
-class ConfirmedKafkaSink(FixedPartitionedSink[list[OutRecord], None]):
-    """Writes ``(partition, [(topic, key, value, headers, timestamp), ...])`` items.
+class ConfirmedKafkaSink(DynamicSink[SinkBatch]):
+    """Writes ``(partition, [(topic, key, value, headers, timestamp), ...])`` items, one
+    list per batch; each worker its own producer."""
 
-    Its partitions are the input partitions, named as the source names them, so a
-    batch keyed by its input partition is written on the worker that read it; any
-    other key (the window shards') goes to the partition its hash picks.
-    """
-
-    def __init__(self, settings: Settings, partitions: Callable[[], list[str]]) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._config = producer_config(settings)
         self._flush_timeout_s = settings.delivery_timeout_ms / 1000 + 10
         self._dlq_topic = settings.dlq_topic
-        self._partitions = partitions  # the source's list_parts
-        self._index: dict[str, int] = {}
-        self._producers: dict[int, tuple[WorkerProducer, list[int]]] = {}
-        self._lock = threading.Lock()
 
-    def list_parts(self) -> list[str]:
-        return self._partitions()
-
-    def part_fn(self, item_key: str) -> int:
-        """The position of the partition named ``item_key`` in Bytewax's order of all
-        partitions (sorted names); a hash for keys that are not partition names."""
-        if not self._index:
-            self._index = {name: i for i, name in enumerate(sorted(self.list_parts()))}
-        index = self._index.get(item_key)
-        return adler32(item_key.encode()) if index is None else index
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SinkPartition:
-        # Bytewax builds, runs and closes a worker's partitions on that worker's thread;
-        # they share its producer, which is flushed and dropped when the last one closes.
-        worker = threading.get_ident()
-        with self._lock:
-            if worker not in self._producers:
-                self._producers[worker] = (WorkerProducer(
-                    self._config, self._flush_timeout_s, self._dlq_topic), [0])
-            producer, users = self._producers[worker]
-            users[0] += 1
-        return _SinkPartition(producer, lambda: self._release(worker))
-
-    def _release(self, worker: int) -> None:
-        with self._lock:
-            producer, users = self._producers[worker]
-            users[0] -= 1
-            if users[0]:
-                return
-            del self._producers[worker]
-        producer.close()
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
+        return _ProducerPartition(WorkerProducer(self._config, self._flush_timeout_s,
+                                                 self._dlq_topic))

@@ -12,7 +12,7 @@ import pytest
 
 from dataflow.errors import DeliveryError
 from dataflow.kafka_config import producer_config
-from dataflow.kafka_sink import ConfirmedKafkaSink, WorkerProducer
+from dataflow.kafka_sink import WorkerProducer
 from dataflow.schemas import OutRecord
 from dataflow.settings import Settings
 
@@ -49,26 +49,3 @@ def test_any_other_produce_exception_is_a_one_line_delivery_error() -> None:
     assert message.startswith("write to topic 'processed-user-login' (source user-login "
                               "partition 0 offset 7) failed: TypeError: ")
     assert "\n" not in message
-
-
-def test_sink_partitions_are_the_input_partitions_indexed_in_bytewax_order() -> None:
-    """A partition name maps to its index among the sorted names; another key to a hash."""
-    names = [str(p) for p in range(12)]
-    sink = ConfirmedKafkaSink(SETTINGS, lambda: names)
-    assert sink.list_parts() == names
-    assert [sink.part_fn(n) for n in ("0", "1", "10", "11", "2", "9")] == [0, 1, 2, 3, 4, 11]
-    assert sink.part_fn("shard-03") == sink.part_fn("shard-03") >= 0
-
-
-def test_a_workers_partitions_share_one_producer_released_with_the_last() -> None:
-    """Partitions built on one thread share a producer; closing the last one drops it."""
-    sink = ConfirmedKafkaSink(SETTINGS, lambda: ["0", "1"])
-    sink._config["logger"] = _QUIET  # nothing listens on port 9
-    first, second = sink.build_part("write", "0", None), sink.build_part("write", "1", None)
-    assert first._producer is second._producer
-    first.close()
-    third = sink.build_part("write", "0", None)
-    assert third._producer is second._producer
-    second.close()
-    third.close()
-    assert sink.build_part("write", "0", None)._producer is not second._producer

@@ -1,21 +1,24 @@
-"""One input partition's batch -> what the job writes, and what the window shards learn.
+"""One input partition's batch -> its records written to Kafka, and what the window shards learn.
 
 Runs inside the source partition (``dataflow.source``), in partition order, once
 per batch, in one loop over the records: parse and validate each record,
 dead-letter what fails (including an event stamped more than
 ``MAX_FUTURE_SECONDS`` ahead of the job's clock: ``future_timestamp``), drop
-excluded locales, enrich and encode the rest for OUTPUT_TOPIC, decide lateness
-against the partition's clock (``dataflow.watermarks``) and reduce the events
-that are on time to partial counts per (window, field, value). The batch's
-records to write (processed, dead letters, late counts) leave as one item
-``(partition, records)`` for the sink. The partial counts go to the window
-shards, keyed by a hash of (field, value), together with the partition's
-watermark; a change of the watermark's window or of the partition's state (idle,
-finished) is announced to every shard.
+excluded locales, enrich and encode the rest and hand each to the worker's
+producer for OUTPUT_TOPIC, decide lateness against the partition's clock
+(``dataflow.watermarks``) and reduce the events that are on time to partial
+counts per (window, field, value). The batch's dead letters and late counts are
+produced after the loop, and the whole batch is confirmed by Kafka
+(``KafkaWriter.confirm``) before ``process`` returns: a failed write stops the
+job before the partition's offset can move past it. The partial counts go to
+the window shards, keyed by a hash of (field, value), together with the
+partition's watermark; a change of the watermark's window or of the partition's
+state (idle, finished) is announced to every shard.
 
 Keeping this in the source partition is what makes it exact: the partition's
 clock is saved in the same snapshot as its offset, and Kafka messages never leave
-the worker that read them.
+the worker that read them. Producing from the loop, while the record is at hand,
+saves building an output tuple per record and a second loop in a sink.
 """
 
 from __future__ import annotations
@@ -23,14 +26,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Protocol
 
 from dataflow import metrics
 from dataflow.deadletters import HEADER_FROM_OFFSET, HEADER_FROM_PARTITION, HEADER_FROM_TOPIC
 from dataflow.parsing import parse
 from dataflow.schemas import ENCODER, KafkaRecord, OutRecord, ProcessedLogin, Rejected
 from dataflow.settings import Settings
-from dataflow.transforms import DeadLetterer, LateWriter, iso_utc, version_parts
+from dataflow.transforms import (
+    DeadLetterer,
+    LateWriter,
+    enrich,
+    iso_utc,
+    source_timestamp_ms,
+    version_parts,
+)
 from dataflow.watermarks import (
     ACTIVE,
     FINISHED,
@@ -70,9 +80,16 @@ def values_getter(fields: tuple[str, ...]) -> Callable[[ProcessedLogin], tuple[s
     return scope["values"]  # type: ignore[return-value]
 
 
-def is_write(item: tuple[str, Any]) -> bool:
-    """Branch predicate: ``(partition, records)`` for the sink, not ``(shard, ShardUpdate)``."""
-    return type(item[1]) is list
+class Writer(Protocol):
+    """What a partition needs of the worker's producer (``dataflow.kafka_sink.KafkaWriter``;
+    tests give a list-backed one)."""
+
+    produce: Callable[..., None]  # confluent_kafka.Producer.produce, called positionally
+
+    def produce_record(self, record: OutRecord) -> None: ...
+    def confirm(self, written: list[OutRecord],
+                rebuild: Callable[[], list[OutRecord]] | None = None,
+                produced: int = 0) -> None: ...
 
 
 def future_rejection(record: KafkaRecord, ts: int, now: float, limit: int) -> Rejected:
@@ -86,13 +103,14 @@ def future_rejection(record: KafkaRecord, ts: int, now: float, limit: int) -> Re
 class PartitionProcessor:
     """The per-batch work and the event-time state of one input partition."""
 
-    def __init__(self, settings: Settings, partition: int, partitions: int,
+    def __init__(self, settings: Settings, partition: int, partitions: int, writer: Writer,
                  saved: ClockState | None = None, now: Clock = time.time) -> None:
         self.clock = PartitionClock.restore(settings.allowed_lateness_seconds, saved)
         self._partition = partition
         self._name = str(partition)
         self._partitions = partitions
         self._topic = settings.output_topic
+        self._writer = writer
         # A batch comes from one partition: its two constant headers are built once.
         self._from = ((HEADER_FROM_TOPIC, settings.input_topic.encode()),
                       (HEADER_FROM_PARTITION, b"%d" % partition))
@@ -106,10 +124,10 @@ class PartitionProcessor:
         self._now = now
         self._announced: tuple[int | None, str] | None = None
 
-    def process(self, records: Iterable[KafkaRecord]) -> list[Any]:
-        """A batch in partition order -> [(partition, records to write), (shard, ShardUpdate),
-        ...]. ``dataflow.transforms.enrich`` is inlined in the loop: the call alone cost 0.7
-        us per record (dataflow.bench.hotpath); a unit test checks that both agree."""
+    def process(self, records: list[KafkaRecord]) -> list[tuple[str, ShardUpdate]]:
+        """A batch in partition order, written and confirmed -> [(shard, ShardUpdate), ...].
+        ``dataflow.transforms.enrich`` is inlined in the loop: the call alone cost 0.7 us per
+        record (dataflow.bench.hotpath); a unit test checks that both agree."""
         clock, length, values, excluded = self.clock, self._window, self._values, self._excluded
         if clock.state == IDLE:
             clock.state = ACTIVE  # an idle partition takes part again from its next record
@@ -119,14 +137,14 @@ class PartitionProcessor:
         future_limit = int(now) + self._max_future
         newest = clock.newest
         horizon = newest - clock.lateness
-        out: list[OutRecord] = []
-        append = out.append
-        topic, encode, processed = self._topic, ENCODER.encode, ProcessedLogin
+        writer = self._writer
+        produce, topic = writer.produce, self._topic
+        encode, processed = ENCODER.encode, ProcessedLogin
         from_topic, from_partition = self._from
         rejected: list[Rejected] = []
         counts: dict[tuple[int, tuple[str, ...]], int] = {}
         late: dict[tuple[int, tuple[str, ...]], int] = {}
-        filtered = 0
+        filtered = produced = 0
         for record in records:
             result = parse(record)
             if type(result) is Rejected:
@@ -148,29 +166,54 @@ class PartitionProcessor:
                           login.device_id, login.ip, result.ip_version,  # type: ignore[union-attr]
                           locale, ts, iso_utc(ts), processed_at)
             kind, written = record.timestamp()
-            append((topic, login.user_id.encode(), encode(p),
-                    [from_topic, from_partition,
-                     (HEADER_FROM_OFFSET, b"%d" % record.offset())],  # type: ignore[str-format]
-                    written if kind and written >= 0 else None))
+            key, value = login.user_id.encode(), encode(p)
+            headers = [from_topic, from_partition,
+                       (HEADER_FROM_OFFSET, b"%d" % record.offset())]  # type: ignore[str-format]
+            written = written if kind and written >= 0 else 0
+            try:
+                produce(topic, value, key, -1, None, None, written, headers)
+            except Exception:  # BufferError or a refusal: handled off the hot path
+                writer.produce_record((topic, key, value, headers, written or None))
+            produced += 1
             tally = counts
             if ts < horizon:
                 tally = late
             elif ts > newest:
                 newest = ts
                 horizon = ts - clock.lateness
-            key = (ts - ts % length, values(p))
-            tally[key] = tally.get(key, 0) + 1
+            window_key = (ts - ts % length, values(p))
+            tally[window_key] = tally.get(window_key, 0) + 1
         clock.newest = newest
-        if out:
-            metrics.PROCESSED.inc(len(out))
+        extra: list[OutRecord] = []
+        if rejected:
+            extra += self._dead_letters.records(rejected, stamp)
+        if late:
+            extra += self._late.records(self._by_field(late))
+        for one in extra:
+            writer.produce_record(one)
+        writer.confirm(extra, lambda: self._rebuild(records, processed_at), produced)
+        if produced:
+            metrics.PROCESSED.inc(produced)
+            metrics.PRODUCED.labels(topic).inc(produced)
         if filtered:
             metrics.FILTERED.labels("excluded_locale").inc(filtered)
-        if rejected:
-            out += self._dead_letters.records(rejected, stamp)
-        if late:
-            out += self._late.records(self._by_field(late))
-        updates = self._updates(self._by_field(counts))
-        return [(self._name, out), *updates] if out else updates
+        return self._updates(self._by_field(counts))
+
+    def _rebuild(self, records: list[KafkaRecord], processed_at: str) -> list[OutRecord]:
+        """The OUTPUT_TOPIC records a batch gave (and a few it did not): only to name the
+        source record of a failed write, since delivery reports carry no headers."""
+        out: list[OutRecord] = []
+        from_topic, from_partition = self._from
+        for record in records:
+            result = parse(record)
+            if type(result) is Rejected:
+                continue
+            p = enrich(result, processed_at)  # type: ignore[arg-type]  # Accepted
+            out.append((self._topic, p.user_id.encode(), ENCODER.encode(p),
+                        [from_topic, from_partition,
+                         (HEADER_FROM_OFFSET, b"%d" % record.offset())],  # type: ignore[str-format]
+                        source_timestamp_ms(record)))
+        return out
 
     def _by_field(self, tally: dict[tuple[int, tuple[str, ...]], int]) -> dict[WindowKey, int]:
         """Counts per (window, values of all fields) -> per (window, field, value)."""

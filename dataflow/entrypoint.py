@@ -19,7 +19,6 @@ from dataflow.kafka_config import check_client_configs
 from dataflow.kafka_source import describe_partitions
 from dataflow.runner import check_metrics_port
 from dataflow.settings import Settings
-from dataflow.source import LoginSource
 
 log = logs.get_logger(__name__)
 
@@ -69,6 +68,6 @@ def flow_from_environment() -> Dataflow:
         except OSError as exc:
             _fail(f"METRICS_ADDRESS: cannot listen on {settings.metrics_address}: {exc}")
     atexit.register(_summarise, settings)
-    flow = build_flow(settings, LoginSource(settings, partitions=partitions))
+    flow = build_flow(settings, partitions=partitions)
     tune_garbage_collector()
     return flow

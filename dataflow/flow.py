@@ -14,8 +14,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
-from dataflow.batches import is_write
-from dataflow.kafka_sink import ConfirmedKafkaSink
+from dataflow.kafka_sink import ConfirmedKafkaSink, WorkerWriters
 from dataflow.schemas import SinkBatch
 from dataflow.settings import Settings
 from dataflow.source import LoginSource
@@ -41,19 +40,19 @@ def tune_garbage_collector() -> None:
 
 
 def build_flow(settings: Settings, source: LoginSource | None = None,
-               sink: Sink[SinkBatch] | None = None) -> Dataflow:
-    """Kafka -> per partition, one batch step: parse, dead letters, filter, enrich, lateness,
-    partial counts -> window shards -> Kafka."""
+               sink: Sink[SinkBatch] | None = None, partitions: list[int] | None = None,
+               ) -> Dataflow:
+    """Kafka -> per partition, one batch step: parse, dead letters, filter, enrich and write,
+    lateness, partial counts -> window shards -> count records to Kafka. The source's
+    partitions and the sink share each worker's producer."""
     flow = Dataflow("login-dataflow")
-    source = source or LoginSource(settings)
-    items = op.input("read", flow, source)
-    split = op.branch("split", items, is_write)
-    updates = cast(KeyedStream[ShardUpdate], split.falses)  # (shard, ShardUpdate) pairs
+    writers = WorkerWriters(settings)
+    source = source or LoginSource(settings, partitions=partitions, writers=writers)
+    # (shard, ShardUpdate) pairs: the batches' records are written by the source itself.
+    updates = cast(KeyedStream[ShardUpdate], op.input("read", flow, source))
     windows = op.stateful_batch("window_shards", updates, shard_logic(settings))
     counts = op.flat_map("count_record", windows, CountWriter(settings))
-    # (partition, records): the source's batches and the shards' count records.
-    writes = op.merge("writes", split.trues, counts)
-    op.output("write", writes, sink or ConfirmedKafkaSink(settings))
+    op.output("write", counts, sink or ConfirmedKafkaSink(settings, writers))
     return flow
 
 

@@ -1,11 +1,17 @@
-"""A Kafka sink that never loses a write in silence.
+"""The job's Kafka writes: one producer per worker, nothing lost in silence.
 
 Bytewax 0.21.1's ``KafkaSink`` has no delivery callback and can crash with
-``BufferError`` under load. This one: one idempotent producer per worker, a
-delivery callback that records failures, ``BufferError`` handled by polling,
-and a flush at the end of every ``write_batch``, so Bytewax snapshots an epoch
-only after Kafka confirmed everything written in it. Items are
-``(partition, records)``: one list per source batch (or per count record).
+``BufferError`` under load. Here each worker thread has one idempotent producer
+(``WorkerWriters``), a ``KafkaWriter``: a delivery callback that records
+failures, ``BufferError`` handled by polling, and ``confirm()``, which waits
+until Kafka acknowledged everything handed to it. Two callers share it:
+
+- the source partitions (``dataflow.batches``) produce each batch's records
+  from inside their batch loop and confirm the batch before it leaves
+  ``next_batch``, so a snapshot's offset never covers an unconfirmed write;
+- ``ConfirmedKafkaSink``, the flow's sink for the window shards' count records,
+  confirms at the end of every ``write_batch``.
+
 librdkafka retries a failed send until ``DELIVERY_TIMEOUT_MS``; a write that
 still fails raises ``DeliveryError`` naming the topic and the source record,
 which stops the job.
@@ -18,7 +24,9 @@ large, and any other exception of ``produce()``, is a ``DeliveryError``.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter as Tally
+from collections.abc import Callable
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -85,8 +93,15 @@ def _refused(record: OutRecord, reason: str) -> str:
     return f"write to topic {topic!r}{_source_of(headers)} failed: {reason}"
 
 
-class _ProducerPartition(StatelessSinkPartition[SinkBatch]):
-    """One worker's producer: each batch handed to librdkafka, then confirmed."""
+class KafkaWriter:
+    """One worker thread's producer: records handed to librdkafka, then confirmed.
+
+    ``produce`` is the producer's own ``produce()``, for the batch loop's records:
+    ``produce(topic, value, key, -1, None, None, timestamp_ms or 0, headers)``,
+    positionally (1.27 against 1.67 us per call with keywords). A record it refuses
+    goes to ``produce_record``, which waits out a full queue and cuts a dead letter
+    too large.
+    """
 
     def __init__(self, config: dict[str, Any], flush_timeout_s: float, dlq_topic: str) -> None:
         self._failures: list[tuple[str, Any, Any, str]] = []
@@ -102,6 +117,7 @@ class _ProducerPartition(StatelessSinkPartition[SinkBatch]):
         # recorded means every write of the batch was acknowledged.
         self._producer = Producer({**config, "on_delivery": self._on_delivery,
                                    "delivery.report.only.error": True})
+        self.produce = self._producer.produce
 
     def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
         if error is None:
@@ -125,7 +141,7 @@ class _ProducerPartition(StatelessSinkPartition[SinkBatch]):
                     original_bytes=len(value or b""), source=_source_of(headers).strip(" ()"))
         return topic, cut_key, cut_value, cut_headers, timestamp
 
-    def _produce(self, record: OutRecord) -> None:
+    def produce_record(self, record: OutRecord) -> None:
         """produce() once the local queue has room; a dead letter too large is cut to fit."""
         while True:
             topic, key, value, headers, timestamp = record
@@ -157,7 +173,7 @@ class _ProducerPartition(StatelessSinkPartition[SinkBatch]):
             written = {(r[1], r[2]): r for r in items if r[0] == self._dlq_topic}
             for key_value in refused:
                 original = self._cut_from.get(key_value) or written[key_value]
-                self._produce(self._cut(original, limit))
+                self.produce_record(self._cut(original, limit))
             self._producer.flush(self._flush_timeout_s)
         for key, value in self._oversized:
             self._failed += 1
@@ -166,51 +182,83 @@ class _ProducerPartition(StatelessSinkPartition[SinkBatch]):
                                        f"Broker: Message size too large, even cut to {limit} "
                                        "bytes"))
 
-    def write_batch(self, batches: list[SinkBatch]) -> None:
-        """Hand every record to librdkafka, then wait until Kafka acknowledged all of them;
-        raise ``DeliveryError`` naming what failed otherwise."""
-        produce = self._producer.produce
-        items: list[OutRecord] = []
-        for _partition, records in batches:
-            for record in records:
-                topic, key, value, headers, timestamp = record
-                # produce(topic, value, key, partition, callback, on_delivery, timestamp,
-                # headers), positionally: 1.27 against 1.67 us per call with keywords.
-                try:
-                    produce(topic, value, key, -1, None, None,
-                            timestamp or 0, headers)  # type: ignore[arg-type]
-                except Exception:  # BufferError or a refusal: handled off the hot path
-                    self._produce(record)
-            items += records
+    def write(self, records: list[OutRecord]) -> None:
+        """Produce ``records`` and confirm them."""
+        produce = self.produce
+        for record in records:
+            topic, key, value, headers, timestamp = record
+            try:
+                produce(topic, value, key, -1, None, None,
+                        timestamp or 0, headers)  # type: ignore[arg-type]
+            except Exception:  # BufferError or a refusal: handled off the hot path
+                self.produce_record(record)
+        self.confirm(records)
+
+    def confirm(self, written: list[OutRecord],
+                rebuild: Callable[[], list[OutRecord]] | None = None, produced: int = 0) -> None:
+        """Wait until Kafka acknowledged everything produced so far; raise ``DeliveryError``
+        naming what failed otherwise.
+
+        ``written`` are the records produced as tuples (their metrics are counted here);
+        ``produced`` more were produced straight from a batch loop, and ``rebuild``
+        gives them back as tuples, only to name the source of a failed one."""
         self._producer.poll(0)
         remaining = self._producer.flush(self._flush_timeout_s)
         if self._oversized:
-            self._retry_oversized(items)
+            self._retry_oversized(written)
             remaining = self._producer.flush(self._flush_timeout_s)
         if self._failed or remaining:
+            items = written + (rebuild() if rebuild is not None else [])
             # Cut dead letters are found by what was written, with their original's headers.
             cut = [(o[0], k, v, o[3], o[4]) for (k, v), o in self._cut_from.items()]
-            msg = (f"{self._failed + remaining} of {len(items)} writes failed, stopping so "
-                   f"nothing is lost: {describe_failures(self._failures, items + cut)}")
+            msg = (f"{self._failed + remaining} of {len(written) + produced} writes failed, "
+                   f"stopping so nothing is lost: {describe_failures(self._failures, items + cut)}")
             if remaining:
                 msg += f"; {remaining} not confirmed within {self._flush_timeout_s:.0f} s"
             raise DeliveryError(msg)
         self._cut_from.clear()
-        for topic, n in Tally(record[0] for record in items).items():
+        for topic, n in Tally(record[0] for record in written).items():
             metrics.PRODUCED.labels(topic).inc(n)
 
     def close(self) -> None:
         self._producer.flush(self._flush_timeout_s)
 
 
-class ConfirmedKafkaSink(DynamicSink[SinkBatch]):
-    """Writes ``(partition, [(topic, key, value, headers, timestamp), ...])`` items, one
-    list per batch; each worker its own producer."""
+class WorkerWriters:
+    """One ``KafkaWriter`` per worker thread, shared by its source partitions and its sink
+    partition (Bytewax builds and runs a worker's partitions on the worker's thread)."""
 
     def __init__(self, settings: Settings) -> None:
         self._config = producer_config(settings)
         self._flush_timeout_s = settings.delivery_timeout_ms / 1000 + 10
         self._dlq_topic = settings.dlq_topic
+        self._local = threading.local()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        return _ProducerPartition(self._config, self._flush_timeout_s, self._dlq_topic)
+    def get(self) -> KafkaWriter:
+        writer: KafkaWriter | None = getattr(self._local, "writer", None)
+        if writer is None:
+            writer = KafkaWriter(self._config, self._flush_timeout_s, self._dlq_topic)
+            self._local.writer = writer
+        return writer
+
+
+class _SinkPartition(StatelessSinkPartition[SinkBatch]):
+    def __init__(self, writer: KafkaWriter) -> None:
+        self._writer = writer
+
+    def write_batch(self, batches: list[SinkBatch]) -> None:
+        self._writer.write([record for _key, records in batches for record in records])
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class ConfirmedKafkaSink(DynamicSink[SinkBatch]):
+    """Writes ``(key, [(topic, key, value, headers, timestamp), ...])`` items (the window
+    shards' count records), confirmed after every batch, with the worker's writer."""
+
+    def __init__(self, settings: Settings, writers: WorkerWriters | None = None) -> None:
+        self._writers = writers or WorkerWriters(settings)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPartition:
+        return _SinkPartition(self._writers.get())

@@ -3,8 +3,9 @@
 A ``FixedPartitionedSource`` with one partition of the job per Kafka partition
 (the unit of parallelism). Each one reads a batch (``PartitionReader``), runs it
 through its ``PartitionProcessor`` (parse, dead letters, filter, enrich,
-lateness, partial counts) and emits ``(partition, records)`` for the sink plus
-``(shard, ShardUpdate)`` pairs for the window shards. Its recovery snapshot is
+lateness, partial counts), which writes the batch's records with the worker's
+producer and has them confirmed, and emits ``(shard, ShardUpdate)`` pairs for the
+window shards. Its recovery snapshot is
 the next offset together with the partition's event-time clock, so both always
 agree. It also:
 
@@ -30,8 +31,9 @@ from typing import Any, Protocol
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from dataflow.batches import PartitionProcessor
+from dataflow.batches import PartitionProcessor, Writer
 from dataflow.kafka_config import consumer_config
+from dataflow.kafka_sink import WorkerWriters
 from dataflow.kafka_source import PartitionReader, list_partitions
 from dataflow.logs import get_logger
 from dataflow.schemas import KafkaRecord
@@ -66,14 +68,21 @@ class Reader(Protocol):
 ReaderFactory = Callable[[Settings, int, "int | None"], Reader]
 
 
+class Writers(Protocol):
+    """Gives the calling worker's producer (``dataflow.kafka_sink.WorkerWriters``)."""
+
+    def get(self) -> Writer: ...
+
+
 class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
     def __init__(self, settings: Settings, partition: int, partitions: int,
-                 resume: SavedPartition | int | None, make_reader: ReaderFactory) -> None:
+                 resume: SavedPartition | int | None, make_reader: ReaderFactory,
+                 writer: Writer) -> None:
         offset, clock = (resume, None) if resume is None or isinstance(resume, int) else resume
         self._settings = settings
         self._partition = partition
         self._reader = make_reader(settings, partition, offset)
-        self._processor = PartitionProcessor(settings, partition, partitions, clock)
+        self._processor = PartitionProcessor(settings, partition, partitions, writer, clock)
         self._idle_after = settings.idle_partition_seconds
         self._quiet_since = time.monotonic()
         self._announced = False
@@ -146,10 +155,11 @@ class LoginSource(FixedPartitionedSource[Any, SavedPartition]):
     """Every partition of INPUT_TOPIC, each read and timed on its own."""
 
     def __init__(self, settings: Settings, make_reader: ReaderFactory = PartitionReader,
-                 partitions: list[int] | None = None) -> None:
+                 partitions: list[int] | None = None, writers: Writers | None = None) -> None:
         self._settings = settings
         self._make_reader = make_reader
         self._partitions = partitions
+        self._writers: Writers = writers or WorkerWriters(settings)
 
     def list_parts(self) -> list[str]:
         if self._partitions is None:
@@ -160,4 +170,4 @@ class LoginSource(FixedPartitionedSource[Any, SavedPartition]):
                    resume_state: SavedPartition | int | None) -> _LoginPartition:
         count = max(int(p) for p in self.list_parts()) + 1
         return _LoginPartition(self._settings, int(for_part), count, resume_state,
-                               self._make_reader)
+                               self._make_reader, self._writers.get())

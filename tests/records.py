@@ -88,9 +88,42 @@ class ListReader:
         pass
 
 
+class ListWriter:
+    """A worker's writer that keeps what it is given: each confirmed batch is appended to
+    ``out`` as one ``("written", [(topic, key, value, headers, timestamp), ...])`` item,
+    as a TestingSink keeps the sink's items."""
+
+    def __init__(self, out: list[Any] | None = None) -> None:
+        self.out: list[Any] = [] if out is None else out
+        self._pending: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes, _partition: int, _callback: None,
+                _on_delivery: None, timestamp: int, headers: list[Any]) -> None:
+        self._pending.append((topic, key, value, headers, timestamp or None))
+
+    def produce_record(self, record: Any) -> None:
+        self._pending.append(record)
+
+    def confirm(self, written: list[Any], rebuild: Any = None, produced: int = 0) -> None:
+        if self._pending:
+            self.out.append(("written", self._pending))
+            self._pending = []
+
+
+class ListWriters:
+    """Gives each source partition a ListWriter appending to the same ``out``."""
+
+    def __init__(self, out: list[Any]) -> None:
+        self._out = out
+
+    def get(self) -> ListWriter:
+        return ListWriter(self._out)
+
+
 def list_source(settings: Any, records: list[FakeRecord], batch_size: int = 100,
-                partitions: int = 2) -> Any:
-    """The job's LoginSource over FakeRecords, by their partition, in offset order."""
+                partitions: int = 2, out: list[Any] | None = None) -> Any:
+    """The job's LoginSource over FakeRecords, by their partition, in offset order; what
+    its partitions write is appended to ``out``."""
     from dataflow.source import LoginSource
 
     by_partition: dict[int, list[FakeRecord]] = {p: [] for p in range(partitions)}
@@ -98,7 +131,7 @@ def list_source(settings: Any, records: list[FakeRecord], batch_size: int = 100,
         by_partition[record.partition()].append(record)
     return LoginSource(
         settings, lambda _s, p, resume: ListReader(by_partition[p], batch_size, resume or 0),
-        partitions=list(by_partition))
+        partitions=list(by_partition), writers=ListWriters([] if out is None else out))
 
 
 @dataclass
@@ -111,7 +144,8 @@ class Written:
 
 
 def written(out: list[Any]) -> tuple[Written, list[Any]]:
-    """A batch step's output -> (its records for the sink, read back; the shard updates)."""
+    """Written items (a ListWriter's, a TestingSink's) and shard updates, in any mix ->
+    (the records, read back; the shard updates)."""
     result = Written()
     updates = []
     for key, payload in out:

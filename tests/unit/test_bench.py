@@ -24,7 +24,7 @@ from dataflow.parsing import parse
 from dataflow.schemas import Accepted, ProcessedLogin, Rejected
 from dataflow.settings import Settings
 from dataflow.transforms import enrich
-from tests.records import FakeRecord, login_bytes
+from tests.records import FakeRecord, ListWriter, login_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_694_479_551  # 2023-09-12T00:45:51+00:00, in the window starting 00:45:00
@@ -102,8 +102,9 @@ def test_loop_writes_what_the_job_writes() -> None:
     got = msgspec.json.decode(value, type=ProcessedLogin)
     want = enrich(accepted, got.processed_at)
     assert (topic, got, key) == ("processed-user-login", want, accepted.login.user_id.encode())
-    [(_, [(_, _, _, job_headers, _)]), *_] = PartitionProcessor(settings, source.partition(),
-                                                               1).process([source])
+    job = ListWriter()
+    PartitionProcessor(settings, source.partition(), 1, job).process([source])
+    [(_, [(_, _, _, job_headers, _)])] = job.out
     assert kwargs == {"headers": job_headers, "timestamp": source._timestamp_ms}
 
 

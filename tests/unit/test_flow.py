@@ -37,7 +37,7 @@ def _records() -> list[FakeRecord]:
 def _run(records: list[FakeRecord], workers: int, settings: Settings = SETTINGS,
          batch_size: int = 100) -> list[Any]:
     out: list[Any] = []
-    flow = build_flow(settings, source=list_source(settings, records, batch_size),
+    flow = build_flow(settings, source=list_source(settings, records, batch_size, out=out),
                       sink=TestingSink(out))
     if workers == 1:
         run_main(flow)

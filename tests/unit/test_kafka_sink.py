@@ -12,7 +12,7 @@ import pytest
 
 from dataflow.errors import DeliveryError
 from dataflow.kafka_config import producer_config
-from dataflow.kafka_sink import _ProducerPartition
+from dataflow.kafka_sink import KafkaWriter
 from dataflow.schemas import OutRecord
 from dataflow.settings import Settings
 
@@ -27,9 +27,9 @@ SETTINGS = Settings(bootstrap_servers="127.0.0.1:9")
 
 
 def write(record: OutRecord) -> None:
-    """Write one record through the sink's partition (librdkafka's connect errors muted)."""
+    """Write one record through a worker's writer (librdkafka's connect errors muted)."""
     config = {**producer_config(SETTINGS), "logger": _QUIET}
-    _ProducerPartition(config, 1.0, SETTINGS.dlq_topic).write_batch([("0", [record])])
+    KafkaWriter(config, 1.0, SETTINGS.dlq_topic).write([record])
 
 
 def test_a_processed_record_too_large_is_a_delivery_error_naming_topic_and_source() -> None:

@@ -7,14 +7,17 @@ failures, ``BufferError`` handled by polling, and ``confirm()``, which waits
 until Kafka acknowledged everything handed to it. Two callers share it:
 
 - the source partitions (``dataflow.batches``) produce each batch's records
-  from inside their batch loop and confirm the batch before it leaves
-  ``next_batch``, so a snapshot's offset never covers an unconfirmed write;
+  from inside their batch loop. Their ``snapshot()`` confirms everything
+  handed over before it returns the partition's offset, so a saved offset never
+  covers an unconfirmed write; a writer also confirms once ``CONFIRM_EVERY``
+  records wait, and serves delivery reports after every batch;
 - ``ConfirmedKafkaSink``, the flow's sink for the window shards' count records,
   confirms at the end of every ``write_batch``.
 
 librdkafka retries a failed send until ``DELIVERY_TIMEOUT_MS``; a write that
 still fails raises ``DeliveryError`` naming the topic and the source record,
-which stops the job.
+which stops the job (at the first batch, idle poll or confirmation after the
+failure is reported).
 
 A dead letter too large for a Kafka record (refused by ``produce()`` or by the
 broker) is written again cut to fit, by the scheme of ``dataflow.oversize``:
@@ -50,6 +53,10 @@ from dataflow.settings import Settings
 log = logs.get_logger(__name__)
 
 _MAX_REPORTED = 5
+# Records a worker's writer holds unconfirmed at most before it waits for Kafka, between
+# the snapshots that confirm them: bounds memory (librdkafka's queue, the batches kept to
+# name a failed write's source) at about 30 MB.
+CONFIRM_EVERY = 30_000
 # A dead letter the broker refuses as too large is cut to half the size of the last
 # try, at most this many times (1 MB -> 16 KB), before the job stops.
 _MAX_HALVINGS = 6
@@ -115,6 +122,12 @@ class KafkaWriter:
         self._cut_from: dict[tuple[Any, Any], OutRecord] = {}
         # Only failures call back into Python; flush() returning 0 with no failure
         # recorded means every write of the batch was acknowledged.
+        # What was handed over since the last confirm(): records produced as tuples, the
+        # batches' rebuilds, counts produced straight from batch loops, by topic.
+        self._written: list[OutRecord] = []
+        self._rebuilds: list[Callable[[], list[OutRecord]]] = []
+        self._produced: dict[str, int] = {}
+        self._unconfirmed = 0
         self._producer = Producer({**config, "on_delivery": self._on_delivery,
                                    "delivery.report.only.error": True})
         self.produce = self._producer.produce
@@ -183,7 +196,7 @@ class KafkaWriter:
                                        "bytes"))
 
     def write(self, records: list[OutRecord]) -> None:
-        """Produce ``records`` and confirm them."""
+        """Produce ``records`` and confirm them (with anything else not yet confirmed)."""
         produce = self.produce
         for record in records:
             topic, key, value, headers, timestamp = record
@@ -192,33 +205,55 @@ class KafkaWriter:
                         timestamp or 0, headers)  # type: ignore[arg-type]
             except Exception:  # BufferError or a refusal: handled off the hot path
                 self.produce_record(record)
-        self.confirm(records)
+        self._written += records
+        self.confirm()
 
-    def confirm(self, written: list[OutRecord],
-                rebuild: Callable[[], list[OutRecord]] | None = None, produced: int = 0) -> None:
+    def after_batch(self, written: list[OutRecord], rebuild: Callable[[], list[OutRecord]],
+                    produced: int, topic: str) -> None:
+        """A source batch was handed over: ``produced`` records to ``topic`` straight from its
+        loop (``rebuild`` gives them back as tuples, only to name the source of a failed one)
+        and ``written``, produced as tuples. Confirmed by the next ``confirm()`` (the
+        partition's snapshot), or at once when CONFIRM_EVERY records are waiting for it."""
+        self._written += written
+        self._rebuilds.append(rebuild)
+        self._produced[topic] = self._produced.get(topic, 0) + produced
+        self._unconfirmed += produced + len(written)
+        if self._unconfirmed >= CONFIRM_EVERY:
+            self.confirm()
+        else:
+            self.check()
+
+    def check(self) -> None:
+        """Serve delivery reports; a failed write stops the job now, not at the next confirm."""
+        self._producer.poll(0)
+        if self._failed or self._oversized:
+            self.confirm()
+
+    def confirm(self) -> None:
         """Wait until Kafka acknowledged everything produced so far; raise ``DeliveryError``
-        naming what failed otherwise.
-
-        ``written`` are the records produced as tuples (their metrics are counted here);
-        ``produced`` more were produced straight from a batch loop, and ``rebuild``
-        gives them back as tuples, only to name the source of a failed one."""
+        naming what failed otherwise."""
         self._producer.poll(0)
         remaining = self._producer.flush(self._flush_timeout_s)
+        written = self._written
         if self._oversized:
             self._retry_oversized(written)
             remaining = self._producer.flush(self._flush_timeout_s)
         if self._failed or remaining:
-            items = written + (rebuild() if rebuild is not None else [])
+            items = written + [record for rebuild in self._rebuilds for record in rebuild()]
             # Cut dead letters are found by what was written, with their original's headers.
             cut = [(o[0], k, v, o[3], o[4]) for (k, v), o in self._cut_from.items()]
-            msg = (f"{self._failed + remaining} of {len(written) + produced} writes failed, "
-                   f"stopping so nothing is lost: {describe_failures(self._failures, items + cut)}")
+            total = len(written) + sum(self._produced.values())
+            msg = (f"{self._failed + remaining} of {total} writes failed, stopping so nothing "
+                   f"is lost: {describe_failures(self._failures, items + cut)}")
             if remaining:
                 msg += f"; {remaining} not confirmed within {self._flush_timeout_s:.0f} s"
             raise DeliveryError(msg)
         self._cut_from.clear()
-        for topic, n in Tally(record[0] for record in written).items():
+        tally = Tally(record[0] for record in written)
+        tally.update(self._produced)
+        for topic, n in tally.items():
             metrics.PRODUCED.labels(topic).inc(n)
+        self._written, self._rebuilds, self._produced, self._unconfirmed = [], [], {}, 0
 
     def close(self) -> None:
         self._producer.flush(self._flush_timeout_s)

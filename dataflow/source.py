@@ -3,11 +3,12 @@
 A ``FixedPartitionedSource`` with one partition of the job per Kafka partition
 (the unit of parallelism). Each one reads a batch (``PartitionReader``), runs it
 through its ``PartitionProcessor`` (parse, dead letters, filter, enrich,
-lateness, partial counts), which writes the batch's records with the worker's
-producer and has them confirmed, and emits ``(shard, ShardUpdate)`` pairs for the
+lateness, partial counts), which hands the batch's records to the worker's
+producer, and emits ``(shard, ShardUpdate)`` pairs for the
 window shards. Its recovery snapshot is
 the next offset together with the partition's event-time clock, so both always
-agree. It also:
+agree. ``snapshot()`` first has Kafka confirm every record handed over, so a
+saved offset never passes an unwritten record. It also:
 
 - declares the partition idle once it is caught up with the log end and has had
   no record for ``IDLE_PARTITION_SECONDS``, and finished at the end of a
@@ -82,6 +83,7 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
         self._settings = settings
         self._partition = partition
         self._reader = make_reader(settings, partition, offset)
+        self._writer = writer
         self._processor = PartitionProcessor(settings, partition, partitions, writer, clock)
         self._idle_after = settings.idle_partition_seconds
         self._quiet_since = time.monotonic()
@@ -109,10 +111,13 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
         if records:
             self._quiet_since = time.monotonic()
             out += self._processor.process(records)
-        elif (self._processor.clock.state == ACTIVE and self._reader.caught_up()
-              and time.monotonic() - self._quiet_since >= self._idle_after):
-            out += self._processor.set_idle()
+        else:
+            self._writer.check()  # a failed write stops the job while the input is quiet too
+            if (self._processor.clock.state == ACTIVE and self._reader.caught_up()
+                    and time.monotonic() - self._quiet_since >= self._idle_after):
+                out += self._processor.set_idle()
         if self._reader.done:
+            self._writer.confirm()
             out += self._processor.set_finished()
             self._finished = True
             _FINISHED[self._partition] = (self._settings, self._reader.position)
@@ -122,6 +127,7 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
         return None if self._pause is None else datetime.now(UTC) + self._pause
 
     def snapshot(self) -> SavedPartition:
+        self._writer.confirm()  # the offset saved covers only writes Kafka acknowledged
         self._to_commit = self._reader.position
         return (self._reader.position, self._processor.snapshot())
 

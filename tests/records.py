@@ -89,7 +89,7 @@ class ListReader:
 
 
 class ListWriter:
-    """A worker's writer that keeps what it is given: each confirmed batch is appended to
+    """A worker's writer that keeps what it is given: each batch is appended to
     ``out`` as one ``("written", [(topic, key, value, headers, timestamp), ...])`` item,
     as a TestingSink keeps the sink's items."""
 
@@ -104,10 +104,16 @@ class ListWriter:
     def produce_record(self, record: Any) -> None:
         self._pending.append(record)
 
-    def confirm(self, written: list[Any], rebuild: Any = None, produced: int = 0) -> None:
+    def after_batch(self, written: list[Any], rebuild: Any, produced: int, topic: str) -> None:
         if self._pending:
             self.out.append(("written", self._pending))
             self._pending = []
+
+    def check(self) -> None:
+        pass
+
+    def confirm(self) -> None:
+        pass
 
 
 class ListWriters:

@@ -5,7 +5,7 @@ Builds real ``confluent_kafka.Message`` objects carrying the bench's mix (5% bad
 partition's batch step (parse, dead letters, filter, enrich and encode, lateness,
 partial counts) once with a ``produce()`` that does nothing, and once producing
 to a producer that never connects (its queue is purged at each batch's
-confirmation). It prints µs per input record for each, best of ``--repeat``
+hand-over). It prints µs per input record for each, best of ``--repeat``
 runs. Kafka's own cost (fetch,
 network, broker) is not in it: this is the floor of what the job's Python costs.
 """
@@ -50,9 +50,16 @@ class _Writer:
         topic, key, value, headers, timestamp = record
         self.produce(topic, value, key, -1, None, None, timestamp or 0, headers)
 
-    def confirm(self, written: list[OutRecord], rebuild: object = None, produced: int = 0) -> None:
+    def after_batch(self, written: list[OutRecord], rebuild: object, produced: int,
+                    topic: str) -> None:
         if self._producer is not None:
             self._producer.purge()
+
+    def check(self) -> None:
+        pass
+
+    def confirm(self) -> None:
+        pass
 
 
 def _best(run: Callable[[], object], repeat: int) -> float:

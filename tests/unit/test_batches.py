@@ -126,13 +126,14 @@ def test_values_getter_reads_every_countable_field_like_the_documented_rules() -
 
 
 def test_rebuild_gives_back_every_processed_record_the_loop_produced() -> None:
-    """Delivery reports carry no headers: what ``rebuild`` gives confirm() to name a failed
+    """Delivery reports carry no headers: what ``rebuild`` gives the writer to name a failed
     write's source record equals what the loop produced (headers included)."""
 
     class Keeping(ListWriter):
-        def confirm(self, written: list[Any], rebuild: Any = None, produced: int = 0) -> None:
+        def after_batch(self, written: list[Any], rebuild: Any, produced: int,
+                        topic: str) -> None:
             self.rebuilt = rebuild()
-            super().confirm(written, rebuild, produced)
+            super().after_batch(written, rebuild, produced, topic)
 
     writer = Keeping()
     settings = Settings(excluded_locales=frozenset({"RU"}))

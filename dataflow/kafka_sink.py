@@ -256,7 +256,14 @@ class KafkaWriter:
         self._written, self._rebuilds, self._produced, self._unconfirmed = [], [], {}, 0
 
     def close(self) -> None:
-        self._producer.flush(self._flush_timeout_s)
+        """Confirm what is left when the job stops. A failure is logged, not raised: no
+        snapshot covers those records, so a restart writes them again."""
+        if self._failed:  # the job is stopping for it already
+            return
+        try:
+            self.confirm()
+        except DeliveryError as exc:
+            log.error("writes_unconfirmed_at_stop", error=str(exc))
 
 
 class WorkerWriters:

@@ -19,9 +19,9 @@ EpochSeconds = Annotated[int, Meta(ge=0)]
 EpochSecondsText = Annotated[str, Meta(pattern=r"^[0-9]{1,12}\Z")]  # \Z: "$" allows a final "\n"
 
 Headers = list[tuple[str, bytes]]
-# What the sink writes: (topic, key, value, headers, timestamp in ms or None).
+# What the job writes: (topic, key, value, headers, timestamp in ms or None).
 OutRecord = tuple[str, bytes | None, bytes | None, Headers | None, int | None]
-# What the write steps emit: (sink partition, records), one item per batch.
+# What the sink of the window counts is given: (shard, records).
 SinkBatch = tuple[str, list[OutRecord]]
 
 

@@ -132,6 +132,7 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
         return (self._reader.position, self._processor.snapshot())
 
     def close(self) -> None:
+        self._writer.close()
         self._reader.close()
 
 

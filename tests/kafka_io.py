@@ -14,8 +14,10 @@ Message = Any  # confluent_kafka.Message
 
 def produce_all(bootstrap: str, topic: str,
                 records: Iterable[tuple[bytes | None, bytes | None, int | None]],
-                headers: list[tuple[str, bytes]] | None = None) -> None:
-    """Write (key, value, partition) records; fail the test if any delivery fails."""
+                headers: list[tuple[str, bytes]] | None = None,
+                per_second: float | None = None) -> None:
+    """Write (key, value, partition) records, at most ``per_second`` of them a second when
+    given; fail the test if any delivery fails."""
     failures: list[KafkaError] = []
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
                          "enable.idempotence": True, "linger.ms": 5})
@@ -24,7 +26,10 @@ def produce_all(bootstrap: str, topic: str,
         if err is not None:
             failures.append(err)
 
-    for key, value, partition in records:
+    started = time.monotonic()
+    for n, (key, value, partition) in enumerate(records):
+        if per_second is not None and n % 100 == 0:
+            time.sleep(max(0.0, started + n / per_second - time.monotonic()))
         kwargs: dict[str, Any] = {"on_delivery": on_delivery}
         if partition is not None:
             kwargs["partition"] = partition

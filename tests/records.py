@@ -115,6 +115,9 @@ class ListWriter:
     def confirm(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 class ListWriters:
     """Gives each source partition a ListWriter appending to the same ``out``."""

@@ -61,6 +61,9 @@ class _Writer:
     def confirm(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 def _best(run: Callable[[], object], repeat: int) -> float:
     best = float("inf")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,7 +32,6 @@ from tests.integration.jobs import (
 )
 from tests.integration.outcomes import (
     PARTITIONS,
-    Expected,
     Outputs,
     check_nothing_lost,
     final_counts,
@@ -44,7 +44,7 @@ from tests.kafka_io import produce_all
 pytestmark = pytest.mark.slow
 
 RECORDS = 60_000
-BATCH = "5"  # small source batches: the run takes seconds, so a kill lands mid-stream
+RATE = 4_000  # input records written a second while the job runs: 15 s of input
 KILLS = (0.2, 0.6)  # kill a worker when the output holds this share of the expected records
 SNAPSHOT_S = 1
 # The bound on duplicates: a restart resumes from the last snapshot every worker
@@ -54,13 +54,39 @@ SNAPSHOT_S = 1
 REPLAY_BOUND_S = 3 * SNAPSHOT_S
 
 
-@pytest.fixture(scope="module")
-def loaded_input(kafka_bootstrap: str) -> Iterator[tuple[str, Expected]]:
-    """A 3-partition input topic holding RECORDS records (shared by the module's tests)."""
-    records, expect = login_stream(RECORDS)
+class Feeder:
+    """RECORDS records written to a 3-partition input topic in the background, at RATE a
+    second."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        records, self.expect = login_stream(RECORDS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write, args=(bootstrap, records),
+                                        daemon=True)
+        self._thread.start()
+
+    def _write(self, bootstrap: str, records: list[tuple[bytes, bytes | None, int]]) -> None:
+        try:
+            produce_all(bootstrap, self.topic, records, per_second=RATE)
+        except BaseException as exc:  # reported by finish(), in the test's thread
+            self._error = exc
+
+    def finish(self) -> None:
+        """Wait until all of the input is written; fail the test if it could not be."""
+        self._thread.join(RECORDS / RATE + 60)
+        assert not self._thread.is_alive(), "the input was not written within a minute"
+        if self._error is not None:
+            raise self._error
+
+
+@pytest.fixture
+def fed_input(kafka_bootstrap: str) -> Iterator[Feeder]:
+    """An input topic being written while the test runs."""
     topic = create_topics(kafka_bootstrap, partitions=PARTITIONS)[0]
-    produce_all(kafka_bootstrap, topic, records)
-    yield topic, expect
+    feeder = Feeder(kafka_bootstrap, topic)
+    yield feeder
+    feeder.finish()
     delete_topics(kafka_bootstrap, [topic])
 
 
@@ -134,19 +160,19 @@ def kill_worker_at(job: Job, watcher: Watcher, target: int, victim: int,
 
 
 def test_worker_killed_twice_mid_stream_resumes_with_nothing_lost(
-    kafka_bootstrap: str, make_topic: Callable[..., str], loaded_input: tuple[str, Expected],
-    tmp_path: Path,
+    kafka_bootstrap: str, make_topic: Callable[..., str], fed_input: Feeder, tmp_path: Path,
 ) -> None:
     """kill -9 of a worker at ~20% and ~60%, restarts with recovery: none lost, dups bounded."""
-    input_topic, expect = loaded_input
+    input_topic, expect = fed_input.topic, fed_input.expect
     topics = job_topics(make_topic, input_topic)
-    env = job_env(kafka_bootstrap, topics, tmp_path / "summaries", SOURCE_BATCH_SIZE=BATCH)
+    env = job_env(kafka_bootstrap, topics, tmp_path / "summaries")
+    live = {**env, "STOP_AT_END": "false"}
     watcher = Watcher(kafka_bootstrap, topics)
     series: Series = []
     bounds = []
     try:
         for n, share in enumerate(KILLS):
-            job = Job.start(env, tmp_path / "job.log", processes=2, recovery=tmp_path / "rec",
+            job = Job.start(live, tmp_path / "job.log", processes=2, recovery=tmp_path / "rec",
                             snapshot_s=SNAPSHOT_S)
             killed_at = kill_worker_at(job, watcher, int(share * expect.written), victim=n % 2,
                                        series=series)
@@ -154,6 +180,7 @@ def test_worker_killed_twice_mid_stream_resumes_with_nothing_lost(
             stopped = watcher.mark()
             series.append((time.monotonic(), stopped))
             bounds.append(stopped - count_at(series, killed_at - REPLAY_BOUND_S))
+        fed_input.finish()
         job = Job.start(env, tmp_path / "job.log", processes=2, recovery=tmp_path / "rec",
                         snapshot_s=SNAPSHOT_S)
         assert job.wait(120) == 0, job.tail()
@@ -171,19 +198,19 @@ def test_worker_killed_twice_mid_stream_resumes_with_nothing_lost(
 
 
 def test_restart_without_recovery_reprocesses_everything_and_loses_nothing(
-    kafka_bootstrap: str, make_topic: Callable[..., str], loaded_input: tuple[str, Expected],
-    tmp_path: Path,
+    kafka_bootstrap: str, make_topic: Callable[..., str], fed_input: Feeder, tmp_path: Path,
 ) -> None:
     """Without -r a restart reads from STARTING_OFFSET=earliest: all again, none lost."""
-    input_topic, expect = loaded_input
+    input_topic, expect = fed_input.topic, fed_input.expect
     topics = job_topics(make_topic, input_topic)
     watcher = Watcher(kafka_bootstrap, topics)
     try:
-        env = job_env(kafka_bootstrap, topics, tmp_path / "run1", SOURCE_BATCH_SIZE="50")
+        env = job_env(kafka_bootstrap, topics, tmp_path / "run1", STOP_AT_END="false")
         job = Job.start(env, tmp_path / "job.log", processes=2)
         kill_worker_at(job, watcher, int(0.3 * expect.written), victim=0, series=[])
         assert job.wait(60) != 0, job.tail()
         watcher.mark()
+        fed_input.finish()
         env = job_env(kafka_bootstrap, topics, tmp_path / "run2", STARTING_OFFSET="earliest")
         job = Job.start(env, tmp_path / "job.log", processes=2)
         assert job.wait(120) == 0, job.tail()

@@ -109,7 +109,6 @@ class PartitionProcessor:
                  saved: ClockState | None = None, now: Clock = time.time) -> None:
         self.clock = PartitionClock.restore(settings.allowed_lateness_seconds, saved)
         self._partition = partition
-        self._name = str(partition)
         self._partitions = partitions
         self._topic = settings.output_topic
         self._writer = writer

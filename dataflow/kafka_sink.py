@@ -54,8 +54,9 @@ log = logs.get_logger(__name__)
 
 _MAX_REPORTED = 5
 # Records a worker's writer holds unconfirmed at most before it waits for Kafka, between
-# the snapshots that confirm them: bounds memory (librdkafka's queue, the batches kept to
-# name a failed write's source) at about 30 MB.
+# the snapshots that confirm them: it bounds memory (librdkafka's queue, the batches kept
+# to name a failed write's source). Measured on 1,000,000 records: peak RSS 128-132 MB
+# against 209 MB with no bound, and no slower; 10,000 and 20,000 were no faster.
 CONFIRM_EVERY = 30_000
 # A dead letter the broker refuses as too large is cut to half the size of the last
 # try, at most this many times (1 MB -> 16 KB), before the job stops.
@@ -120,14 +121,14 @@ class KafkaWriter:
         # original of each dead letter written cut, by its (key, value) as written.
         self._oversized: list[tuple[Any, Any]] = []
         self._cut_from: dict[tuple[Any, Any], OutRecord] = {}
-        # Only failures call back into Python; flush() returning 0 with no failure
-        # recorded means every write of the batch was acknowledged.
         # What was handed over since the last confirm(): records produced as tuples, the
         # batches' rebuilds, counts produced straight from batch loops, by topic.
         self._written: list[OutRecord] = []
         self._rebuilds: list[Callable[[], list[OutRecord]]] = []
         self._produced: dict[str, int] = {}
         self._unconfirmed = 0
+        # Only failures call back into Python; flush() returning 0 with no failure
+        # recorded means every write handed over was acknowledged.
         self._producer = Producer({**config, "on_delivery": self._on_delivery,
                                    "delivery.report.only.error": True})
         self.produce = self._producer.produce

@@ -4,11 +4,10 @@ A ``FixedPartitionedSource`` with one partition of the job per Kafka partition
 (the unit of parallelism). Each one reads a batch (``PartitionReader``), runs it
 through its ``PartitionProcessor`` (parse, dead letters, filter, enrich,
 lateness, partial counts), which hands the batch's records to the worker's
-producer, and emits ``(shard, ShardUpdate)`` pairs for the
-window shards. Its recovery snapshot is
-the next offset together with the partition's event-time clock, so both always
-agree. ``snapshot()`` first has Kafka confirm every record handed over, so a
-saved offset never passes an unwritten record. It also:
+producer, and emits ``(shard, ShardUpdate)`` pairs for the window shards. Its
+recovery snapshot is the next offset together with the partition's event-time
+clock, so both always agree. ``snapshot()`` first has Kafka confirm every record
+handed over, so a saved offset never passes an unwritten record. It also:
 
 - declares the partition idle once it is caught up with the log end and has had
   no record for ``IDLE_PARTITION_SECONDS``, and finished at the end of a
@@ -16,8 +15,8 @@ saved offset never passes an unwritten record. It also:
 - polls an empty partition after 10 ms, then less often up to every 100 ms, instead
   of Bytewax's every 1 ms;
 - commits the offset of the previous snapshot to ``CONSUMER_GROUP`` once the next
-  batch is asked for: Bytewax asks for it only after everything of the previous
-  epoch is written, so a committed offset never passes an unwritten record. The
+  batch is asked for: that snapshot had every write before it confirmed, so a
+  committed offset never passes an unwritten record. The
   end of a finite run is committed by ``commit_finished`` once the run succeeded
   (``dataflow.worker`` calls it).
 """

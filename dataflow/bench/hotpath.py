@@ -1,13 +1,13 @@
-"""`python -m dataflow.bench.hotpath`: the job's per-record Python work, step by step, no Kafka.
+"""`python -m dataflow.bench.hotpath`: the job's per-record Python work, no Kafka.
 
 Builds real ``confluent_kafka.Message`` objects carrying the bench's mix (5% bad,
-3% excluded) and times the job's hot path over them in batches of ``SOURCE_BATCH_SIZE``: the
-partition's batch step (parse, dead letters, filter, enrich and encode, lateness,
-partial counts) once with a ``produce()`` that does nothing, and once producing
-to a producer that never connects (its queue is purged at each batch's
-hand-over). It prints µs per input record for each, best of ``--repeat``
-runs. Kafka's own cost (fetch,
-network, broker) is not in it: this is the floor of what the job's Python costs.
+3% excluded) and times the job's hot path over them in batches of
+``SOURCE_BATCH_SIZE``: the partition's batch step (parse, dead letters, filter,
+enrich and encode, lateness, partial counts) once with a ``produce()`` that does
+nothing, and once producing to a producer that never connects (its queue is
+purged after each batch). It prints µs per input record for each, best of
+``--repeat`` runs. Kafka's own cost (fetch, network, broker) is not in it: this
+is the floor of what the job's Python costs.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def messages(count: int, rate: float = 2000.0) -> list[Any]:
 
 class _Writer:
     """A writer whose records go nowhere: dropped by ``produce`` itself, or purged from a
-    producer that never connects at each ``confirm``."""
+    producer that never connects after each batch."""
 
     def __init__(self, producer: Producer | None) -> None:
         self._producer = producer

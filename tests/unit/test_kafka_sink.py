@@ -1,12 +1,14 @@
-"""The sink's refusals at produce() time: one-line DeliveryError, no broker needed.
+"""The writer's refusals and failed writes: one-line DeliveryError naming the source record.
 
 produce() checks the record size and the argument types locally, before any
-network, so these run against a producer whose broker does not exist.
+network, and a write to a broker that does not exist times out after
+``delivery.timeout.ms``: these run against a producer whose broker does not exist.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -49,3 +51,26 @@ def test_any_other_produce_exception_is_a_one_line_delivery_error() -> None:
     assert message.startswith("write to topic 'processed-user-login' (source user-login "
                               "partition 0 offset 7) failed: TypeError: ")
     assert "\n" not in message
+
+
+def test_a_write_that_fails_after_its_batch_stops_the_next_check_naming_its_source() -> None:
+    """A record produced from the batch loop that Kafka never confirms: the writer's next
+    check raises DeliveryError naming the source record, rebuilt from the batch."""
+    from dataflow.batches import PartitionProcessor
+    from tests.records import FakeRecord, login_bytes
+
+    settings = Settings(bootstrap_servers="127.0.0.1:9", delivery_timeout_ms=300)
+    config = {**producer_config(settings), "logger": _QUIET}
+    writer = KafkaWriter(config, 5.0, settings.dlq_topic)
+    records = [FakeRecord(login_bytes(timestamp=1_694_479_551 + i), _offset=41 + i)
+               for i in range(2)]
+    PartitionProcessor(settings, 0, 1, writer).process(records)  # type: ignore[arg-type]
+    with pytest.raises(DeliveryError) as caught:
+        for _ in range(100):  # librdkafka fails the writes after delivery.timeout.ms
+            writer.check()
+            time.sleep(0.05)
+    message = str(caught.value)
+    assert message.startswith("2 of 2 writes failed, stopping so nothing is lost: ")
+    for offset in (41, 42):
+        assert (f"write to topic 'processed-user-login' (source user-login partition 0 offset "
+                f"{offset}) failed: Local: Message timed out") in message

@@ -126,7 +126,6 @@ class KafkaWriter:
         self._written: list[OutRecord] = []
         self._rebuilds: list[Callable[[], list[OutRecord]]] = []
         self._produced: dict[str, int] = {}
-        self._unconfirmed = 0
         # Only failures call back into Python; flush() returning 0 with no failure
         # recorded means every write handed over was acknowledged.
         self._producer = Producer({**config, "on_delivery": self._on_delivery,
@@ -218,8 +217,7 @@ class KafkaWriter:
         self._written += written
         self._rebuilds.append(rebuild)
         self._produced[topic] = self._produced.get(topic, 0) + produced
-        self._unconfirmed += produced + len(written)
-        if self._unconfirmed >= CONFIRM_EVERY:
+        if len(self._written) + sum(self._produced.values()) >= CONFIRM_EVERY:
             self.confirm()
         else:
             self.check()
@@ -254,7 +252,7 @@ class KafkaWriter:
         tally.update(self._produced)
         for topic, n in tally.items():
             metrics.PRODUCED.labels(topic).inc(n)
-        self._written, self._rebuilds, self._produced, self._unconfirmed = [], [], {}, 0
+        self._written, self._rebuilds, self._produced = [], [], {}
 
     def close(self) -> None:
         """Confirm what is left when the job stops. A failure is logged, not raised: no

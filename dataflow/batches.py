@@ -81,7 +81,7 @@ def values_getter(fields: tuple[str, ...]) -> Callable[[ProcessedLogin], tuple[s
 
 
 class Writer(Protocol):
-    """What a partition needs of the worker's producer (``dataflow.kafka_sink.KafkaWriter``;
+    """What the batch step needs of the worker's producer (``dataflow.kafka_sink.KafkaWriter``;
     tests give a list-backed one)."""
 
     produce: Callable[..., None]  # confluent_kafka.Producer.produce, called positionally
@@ -89,9 +89,6 @@ class Writer(Protocol):
     def produce_record(self, record: OutRecord) -> None: ...
     def after_batch(self, written: list[OutRecord], rebuild: Callable[[], list[OutRecord]],
                     produced: int, topic: str) -> None: ...
-    def check(self) -> None: ...
-    def confirm(self) -> None: ...
-    def close(self) -> None: ...
 
 
 def future_rejection(record: KafkaRecord, ts: int, now: float, limit: int) -> Rejected:

@@ -26,9 +26,10 @@ from dataflow.windows import CountWriter, shard_logic
 # scans of everything the process holds. Freezing what start-up built and collecting
 # less often cut the enrich step from 5.0 to 2.0 us per record (measured); nothing
 # in the per-record path forms reference cycles. Generation 0 counts live young
-# containers, and the job holds a few batches at a time: at 50,000 that still meant a
-# collection every few batches, 0.42-0.48 s of 1,000,000 records; at 500,000 none in
-# 1,000,000 records and the same peak RSS (measured, benchmarks/README.md).
+# containers, and the job holds a few batches and the records of its unconfirmed writes
+# (at most dataflow.kafka_sink.CONFIRM_EVERY): at 50,000 that still meant a collection
+# every few batches, 0.42-0.48 s of 1,000,000 records; at 500,000 none in 1,000,000
+# records and the same peak RSS (measured, benchmarks/README.md).
 GC_THRESHOLDS = (500_000, 20, 100)
 
 

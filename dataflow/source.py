@@ -68,16 +68,24 @@ class Reader(Protocol):
 ReaderFactory = Callable[[Settings, int, "int | None"], Reader]
 
 
+class PartitionWriter(Writer, Protocol):
+    """The batch step's writer, plus what the partition itself calls on it."""
+
+    def check(self) -> None: ...
+    def confirm(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class Writers(Protocol):
     """Gives the calling worker's producer (``dataflow.kafka_sink.WorkerWriters``)."""
 
-    def get(self) -> Writer: ...
+    def get(self) -> PartitionWriter: ...
 
 
 class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
     def __init__(self, settings: Settings, partition: int, partitions: int,
                  resume: SavedPartition | int | None, make_reader: ReaderFactory,
-                 writer: Writer) -> None:
+                 writer: PartitionWriter) -> None:
         offset, clock = (resume, None) if resume is None or isinstance(resume, int) else resume
         self._settings = settings
         self._partition = partition

@@ -55,15 +55,6 @@ class _Writer:
         if self._producer is not None:
             self._producer.purge()
 
-    def check(self) -> None:
-        pass
-
-    def confirm(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
 
 def _best(run: Callable[[], object], repeat: int) -> float:
     best = float("inf")

@@ -2,7 +2,9 @@
 
 Each process is ``python -m dataflow.worker dataflow.flow -i K -a ADDRS [-w W]``
 (``bytewax.run`` with clean endings, see ``dataflow.worker``)
-with the same environment. Ctrl-C or SIGTERM is forwarded to every process;
+with the same environment. Process K starts once process K-1 listens on its port
+(read from /proc/net/tcp, not dialled), so no dial is refused and retried a
+second later. Ctrl-C or SIGTERM is forwarded to every process;
 when one process fails the others are stopped and its exit code is returned.
 """
 
@@ -22,7 +24,13 @@ from dataflow.settings import Settings, describe_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 20.0
-STAGGER_SECONDS = 1.0
+# A process dials every process before it, and a refused dial is retried only a second
+# later (with an error message): each process starts once the one before it listens,
+# and at the latest after this long.
+LISTEN_WAIT_SECONDS = 10.0
+LISTEN_POLL_SECONDS = 0.01
+_TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,6 +181,37 @@ def supervise(children: list[subprocess.Popen[bytes]]) -> int:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def listening(port: int, tables: tuple[Path, ...] = _TCP_TABLES) -> bool | None:
+    """Whether a local TCP socket listens on ``port``, read from /proc/net/tcp without
+    connecting (a test connection would count as a peer); None where there is no such table."""
+    readable = False
+    for table in tables:
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for row in rows:
+            fields = row.split()  # sl, local_address (hex ip:port), rem_address, st, ...
+            if fields[3] == _LISTEN and int(fields[1].rpartition(":")[2], 16) == port:
+                return True
+    return None if not readable else False
+
+
+def wait_until_listening(process: subprocess.Popen[bytes], port: int,
+                         limit: float = LISTEN_WAIT_SECONDS) -> None:
+    """Return once ``process`` listens on ``port``, has ended, or ``limit`` seconds passed."""
+    deadline = time.monotonic() + limit
+    while process.poll() is None and time.monotonic() < deadline:
+        found = listening(port)
+        if found is None:  # no /proc: give it a second, as a fixed stagger would
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            return
+        if found:
+            return
+        time.sleep(LISTEN_POLL_SECONDS)
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -185,9 +224,26 @@ def main(argv: list[str]) -> int:
     except PipelineError as exc:
         print(f"login-dataflow: error: {exc}", file=sys.stderr)
         return 2
-    children = []
-    for index, (cmd, env) in enumerate(process_commands(args)):
-        children.append(subprocess.Popen(cmd, env=env))
-        if index == 0 and args.processes > 1:
-            time.sleep(STAGGER_SECONDS)  # let process 0 listen before the others dial it
+    children: list[subprocess.Popen[bytes]] = []
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        for index, (cmd, env) in enumerate(process_commands(args)):
+            if index:
+                wait_until_listening(children[-1], args.base_port + index - 1)
+                if any(child.poll() is not None for child in children):
+                    break  # one ended at start-up: supervise() reports how
+            children.append(subprocess.Popen(cmd, env=env))
+    except (KeyboardInterrupt, _Terminated) as stop:  # while the processes were starting
+        _stop_all(children)
+        return 130 if isinstance(stop, KeyboardInterrupt) else 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return supervise(children)
+
+
+class _Terminated(Exception):
+    """SIGTERM while the processes were starting."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated

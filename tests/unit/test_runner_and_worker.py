@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +14,7 @@ import pytest
 from dataflow.errors import DeliveryError
 from dataflow.kafka_sink import describe_failures
 from dataflow.metrics import process_id
-from dataflow.runner import process_commands
+from dataflow.runner import listening, process_commands, wait_until_listening
 from dataflow.worker import interrupted, root_pipeline_error
 
 
@@ -27,6 +31,47 @@ def test_runner_gives_each_process_its_id_and_the_shared_addresses() -> None:
     assert {env["BYTEWAX_ADDRESSES"] for _, env in commands} == {
         "127.0.0.1:4000;127.0.0.1:4001;127.0.0.1:4002"}
     assert commands[0][0][-6:] == ["dataflow.worker", "dataflow.flow", "-w", "2", "-s", "1"]
+
+
+def test_listening_sees_a_listening_port_without_connecting_to_it() -> None:
+    """A bound, listening socket is seen in /proc/net/tcp; once closed it is not."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    assert listening(port) is False  # bound, not yet listening
+    server.listen()
+    assert listening(port) is True
+    server.close()
+    assert listening(port) is False
+    assert listening(port, tables=(Path("/nonexistent/tcp"),)) is None
+
+
+def test_the_next_process_starts_once_the_previous_one_listens_not_after_a_fixed_pause() -> None:
+    """The wait for the previous process ends when it listens (0.3 s here), not after 10 s."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    listener = (f"import socket, time; s = socket.socket(); time.sleep(0.3); "
+                f"s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(5)")
+    server.close()
+    first = subprocess.Popen([sys.executable, "-c", listener])
+    try:
+        began = time.monotonic()
+        wait_until_listening(first, port, limit=10.0)
+        waited = time.monotonic() - began
+        assert listening(port) and 0.2 < waited < 3.0
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_the_wait_for_the_previous_process_ends_when_it_exits() -> None:
+    """A process failing at start-up (a bad setting) ends the wait at once."""
+    first = subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])
+    began = time.monotonic()
+    wait_until_listening(first, 1, limit=10.0)
+    assert first.wait() == 2 and time.monotonic() - began < 3.0
 
 
 def test_runner_without_recovery_uses_one_second_epochs() -> None:

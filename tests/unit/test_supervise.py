@@ -60,3 +60,48 @@ def test_ctrl_c_to_the_supervisor_stops_every_process_with_exit_code_130() -> No
                         "os.kill(os.getppid(), signal.SIGINT); time.sleep(30)")
     code, codes, _ = supervised(interrupt_parent, SLEEP)
     assert (code, codes) == (130, [-2, -2])
+
+
+STARTER = """
+import json, os, subprocess, sys
+import dataflow.runner as runner
+codes = sys.argv[1:]
+started = []
+def commands(args):
+    return [([sys.executable, "-c", code], dict(os.environ)) for code in codes]
+real_popen = subprocess.Popen
+def popen(cmd, env=None):
+    started.append(cmd[-1])
+    return real_popen(cmd, env=env)
+runner.process_commands = commands
+runner.subprocess.Popen = popen
+code = runner.main(["--processes", str(len(codes)), "--base-port", "1"])
+print(json.dumps([code, len(started)]))
+"""
+
+
+def started(*children: str) -> tuple[int, int]:
+    """``python -m dataflow run``'s exit code over these children, and how many it started."""
+    done = subprocess.run([sys.executable, "-c", STARTER, *children], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    code, count = json.loads(done.stdout)
+    return code, count
+
+
+def test_sigterm_while_waiting_for_process_0_to_listen_stops_it_with_exit_code_143() -> None:
+    """SIGTERM before process 0 listens: it is stopped, the rest never start, exit 143."""
+    kill_parent = ("import os, signal, time; time.sleep(0.3); "
+                   "os.kill(os.getppid(), signal.SIGTERM); time.sleep(30)")
+    assert started(kill_parent, SLEEP) == (143, 1)
+
+
+def test_ctrl_c_while_waiting_for_process_0_to_listen_exits_130_without_a_traceback() -> None:
+    """Ctrl-C before process 0 listens: it is stopped, the rest never start, exit 130."""
+    interrupt_parent = ("import os, signal, time; time.sleep(0.3); "
+                        "os.kill(os.getppid(), signal.SIGINT); time.sleep(30)")
+    assert started(interrupt_parent, SLEEP) == (130, 1)
+
+
+def test_process_0_failing_at_start_up_is_reported_and_the_rest_never_start() -> None:
+    """Process 0 exiting 2 (a bad setting) gives exit 2, and process 1 is not started."""
+    assert started("import sys; sys.exit(2)", SLEEP) == (2, 1)

@@ -51,15 +51,22 @@ PRODUCED = Counter(
 )
 
 
-# time.monotonic() when this process first read a record (``mark_first_read``).
+# time.monotonic() and time.time() when this process first read a record (``mark_first_read``).
 _first_read: float | None = None
+_first_read_at: float | None = None
 
 
 def mark_first_read() -> None:
     """Remember when this process read its first record; later calls only compare a global."""
-    global _first_read  # one process-wide instant, set once
+    global _first_read, _first_read_at  # one process-wide instant, set once
     if _first_read is None:
-        _first_read = time.monotonic()
+        _first_read, _first_read_at = time.monotonic(), time.time()
+
+
+def first_read_at() -> float | None:
+    """Wall-clock time (epoch seconds) of this process's first record read; None before it.
+    Whoever launched the process measures start-up from it, launcher included."""
+    return _first_read_at
 
 
 def process_age_seconds() -> float | None:
@@ -113,6 +120,7 @@ def snapshot() -> dict[str, Any]:
         "late": _labelled(LATE),
         "produced": _labelled(PRODUCED),
         "first_read_seconds": first_read_seconds(),
+        "first_read_at": first_read_at(),
     }
 
 

@@ -44,6 +44,12 @@ class Run:
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
 
+    @property
+    def rate_after_first_read(self) -> float | None:
+        """Records per second from the first record read to the exit: start-up left out."""
+        reading = self.extra.get("reading_seconds")
+        return self.records / reading if reading else None
+
 
 class Topics:
     """uuid-named topics for one benchmark, deleted at the end."""
@@ -89,14 +95,15 @@ def run_ceiling(settings: Settings, topics: Topics, source: str, partitions: int
 def run_handloop(settings: Settings, topics: Topics, source: str, partitions: int) -> Run:
     """The job's pipeline as one plain loop (dataflow.bench.handloop), with the job's settings."""
     env = job_env(settings, topics, source, partitions, None, stop_at_end=True)
-    started = time.perf_counter()
+    launched, started = time.time(), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "dataflow.bench.handloop"],
                           env=env, capture_output=True, text=True, check=True)
-    seconds = time.perf_counter() - started
+    seconds, ended = time.perf_counter() - started, time.time()
     out = json.loads(done.stdout)
     return Run(out["records"], seconds, out["cpu_seconds"], [out["peak_rss_mb"]],
                accounting=accounting_holds(out) and out["failed"] == 0,
-               extra={"loop_seconds": out["seconds"], "written": out["written"]})
+               extra={"loop_seconds": out["seconds"], "written": out["written"],
+                      **start_up([out], launched, ended)})
 
 
 def job_env(settings: Settings, topics: Topics, source: str, partitions: int,
@@ -120,17 +127,17 @@ def run_pipeline(settings: Settings, topics: Topics, source: str, partitions: in
         env = job_env(settings, topics, source, partitions, Path(tmp), stop_at_end=True)
         if checkout is not None:  # that checkout's code only: cwd and PYTHONPATH point there
             env["PYTHONPATH"] = str(checkout)
-        started = time.perf_counter()
+        launched, started = time.time(), time.perf_counter()
         subprocess.run([sys.executable, "-m", "dataflow", "run", "--processes", str(processes),
                         "--base-port", str(free_ports(processes))], env=env, check=True,
                        cwd=checkout)
-        seconds = time.perf_counter() - started
+        seconds, ended = time.perf_counter() - started, time.time()
         summaries = [json.loads(p.read_text()) for p in Path(tmp).glob("*.json")]
     total = sum_summaries(summaries)
     return Run(total["consumed"], seconds, sum(s["cpu_seconds"] for s in summaries),
                [s["peak_rss_mb"] for s in summaries], accounting=accounting_holds(total),
                extra={"written": written_by_kind(total["produced"], env),
-                      "first_read_seconds": first_read(summaries)})
+                      **start_up(summaries, launched, ended)})
 
 
 def written_by_kind(produced: dict[str, int], env: dict[str, str]) -> dict[str, int]:
@@ -140,12 +147,16 @@ def written_by_kind(produced: dict[str, int], env: dict[str, str]) -> dict[str, 
     return {kinds.get(topic, topic): n for topic, n in produced.items()}
 
 
-def first_read(summaries: list[dict[str, Any]]) -> float | None:
-    """The latest process's start-to-first-read seconds; None if a process did not report it."""
-    values = [s.get("first_read_seconds") for s in summaries]
-    if not values or any(v is None for v in values):
-        return None
-    return max(v for v in values if v is not None)
+def start_up(summaries: list[dict[str, Any]], launched: float, ended: float) -> dict[str, float]:
+    """From the processes' wall-clock first reads (``first_read_at``) and the command's launch
+    and exit: ``first_read_seconds``, launch to the last process's first read (the runner's own
+    start included), and ``reading_seconds``, the first read of any process to the exit. Empty
+    if a process did not report one (an older checkout)."""
+    reads = [float(s["first_read_at"]) for s in summaries if s.get("first_read_at") is not None]
+    if not reads or len(reads) != len(summaries):
+        return {}
+    return {"first_read_seconds": round(max(reads) - launched, 3),
+            "reading_seconds": round(ended - min(reads), 3)}
 
 
 def sum_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:

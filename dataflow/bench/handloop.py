@@ -37,6 +37,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from dataflow import metrics
 from dataflow.deadletters import (
     HEADER_FROM_OFFSET,
     HEADER_FROM_PARTITION,
@@ -45,7 +46,6 @@ from dataflow.deadletters import (
 )
 from dataflow.errors import PipelineError
 from dataflow.kafka_config import consumer_config, producer_config
-from dataflow.metrics import resources
 from dataflow.parsing import parse
 from dataflow.schemas import ENCODER, ProcessedLogin, Rejected
 from dataflow.settings import Settings
@@ -233,7 +233,10 @@ def run(settings: Settings) -> dict[str, Any]:
         position = dict.fromkeys(ends, 0)
         started = time.perf_counter()
         while any(position[p] < ends[p] for p in ends):
-            loop.process(consumer.consume(settings.source_batch_size, 0.1), position)
+            batch = consumer.consume(settings.source_batch_size, 0.1)
+            if batch:
+                metrics.mark_first_read()
+            loop.process(batch, position)
         window_count = loop.write_windows()
         unconfirmed = writer.flush(settings.delivery_timeout_ms / 1000 + 10)
         elapsed = time.perf_counter() - started
@@ -247,7 +250,8 @@ def run(settings: Settings) -> dict[str, Any]:
             "processed": loop.processed, "filtered": {"excluded_locale": loop.filtered},
             "dead_lettered": dict(loop.dead_lettered), "written": written,
             "failed": sum(writer.failed.values()) + unconfirmed,
-            **resources()}
+            "first_read_at": metrics.first_read_at(),
+            **metrics.resources()}
 
 
 def main() -> int:

@@ -118,3 +118,7 @@ def test_bench_command_reports_both_references_and_the_baseline(
         assert (job["written"]["out"], job["written"]["dlq"]) == (hand["written"]["out"],
                                                                   hand["written"]["dlq"])
         assert doc["summary"][name]["cpu_us_per_record"] > 0
+    for name in ("hand-written loop: the same pipeline, no Bytewax", "dataflow, 1 process",
+                 "dataflow, 2 processes"):  # start-up and the rate from the first read on
+        row = doc["summary"][name]
+        assert 0 < row["first_read_seconds"] < 60 and row["records_per_s_after_first_read"] > 0

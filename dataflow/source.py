@@ -12,6 +12,9 @@ handed over, so a saved offset never passes an unwritten record. It also:
 - declares the partition idle once it is caught up with the log end and has had
   no record for ``IDLE_PARTITION_SECONDS``, and finished at the end of a
   ``STOP_AT_END`` run;
+- opens its reader (a consumer, and the offsets from the broker) in the background
+  as soon as it is built, so the first partition reads without waiting for every
+  reader to open; an error opening it comes out of the first batch;
 - polls an empty partition after 10 ms, then less often up to every 100 ms, instead
   of Bytewax's every 1 ms;
 - commits the offset of the previous snapshot to ``CONSUMER_GROUP`` once the next
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -84,12 +88,12 @@ class Writers(Protocol):
 
 class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
     def __init__(self, settings: Settings, partition: int, partitions: int,
-                 resume: SavedPartition | int | None, make_reader: ReaderFactory,
+                 clock: ClockState | None, opening: Future[Reader],
                  writer: PartitionWriter) -> None:
-        offset, clock = (resume, None) if resume is None or isinstance(resume, int) else resume
         self._settings = settings
         self._partition = partition
-        self._reader = make_reader(settings, partition, offset)
+        self._opening = opening
+        self._opened: Reader | None = None
         self._writer = writer
         self._processor = PartitionProcessor(settings, partition, partitions, writer, clock)
         self._idle_after = settings.idle_partition_seconds
@@ -98,6 +102,14 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
         self._finished = False
         self._pause: timedelta | None = None
         self._to_commit: int | None = None
+
+    @property
+    def _reader(self) -> Reader:
+        """The partition's reader, opened in the background since the partition was built
+        (raises what opening it raised, e.g. ``SourceError``)."""
+        if self._opened is None:
+            self._opened = self._opening.result()
+        return self._opened
 
     def next_batch(self) -> list[Any]:
         if self._finished:
@@ -140,7 +152,8 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
 
     def close(self) -> None:
         self._writer.close()
-        self._reader.close()
+        if self._opening.exception() is None:  # waits for it; a failed one has nothing to close
+            self._reader.close()
 
 
 def commit_finished() -> int:
@@ -174,6 +187,10 @@ class LoginSource(FixedPartitionedSource[Any, SavedPartition]):
         self._make_reader = make_reader
         self._partitions = partitions
         self._writers: Writers = writers or WorkerWriters(settings)
+        # Each partition's reader (a consumer, and its offsets from the broker: about 10 ms
+        # each) is opened in the background as the partition is built, so the first
+        # partition reads without waiting for all of them to open.
+        self._opener = ThreadPoolExecutor(max_workers=8, thread_name_prefix="open-partition")
 
     def list_parts(self) -> list[str]:
         if self._partitions is None:
@@ -183,5 +200,8 @@ class LoginSource(FixedPartitionedSource[Any, SavedPartition]):
     def build_part(self, step_id: str, for_part: str,
                    resume_state: SavedPartition | int | None) -> _LoginPartition:
         count = max(int(p) for p in self.list_parts()) + 1
-        return _LoginPartition(self._settings, int(for_part), count, resume_state,
-                               self._make_reader, self._writers.get())
+        offset, clock = ((resume_state, None) if resume_state is None
+                         or isinstance(resume_state, int) else resume_state)
+        opening = self._opener.submit(self._make_reader, self._settings, int(for_part), offset)
+        return _LoginPartition(self._settings, int(for_part), count, clock, opening,
+                               self._writers.get())

@@ -3,9 +3,13 @@ saves its offset with its clock, and commits only what a previous snapshot saved
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
+import pytest
+
+from dataflow.errors import SourceError
 from dataflow.settings import Settings
 from dataflow.source import LoginSource
 from dataflow.transforms import iso_utc
@@ -25,7 +29,8 @@ def _part(records: list[FakeRecord], resume: Any = None, live: bool = False,
 
     source = LoginSource(Settings(**changes), make, partitions=[0],
                          writers=ListWriters([] if written_to is None else written_to))
-    return source.build_part("read", "0", resume), readers[0]
+    part = source.build_part("read", "0", resume)
+    return part, part._reader  # waits until the background opening is done
 
 
 def _states(out: list[Any]) -> set[str]:
@@ -87,3 +92,32 @@ def test_resumes_from_a_saved_clock_and_from_an_old_offset_only_snapshot() -> No
                           (iso_utc(BASE), "locale", "RU"): 2}
     part, reader = _part(records, resume=3)
     assert reader.position == 3
+
+
+def test_a_partition_is_built_at_once_and_opens_its_reader_in_the_background() -> None:
+    """build_part does not wait for the reader (a consumer and a broker round trip); the
+    first batch does."""
+    opened = threading.Event()
+
+    def make(_settings: Settings, _p: int, offset: int | None) -> ListReader:
+        assert opened.wait(5)
+        return ListReader([FakeRecord(login_bytes(timestamp=BASE), _offset=0)], 2, 0, False)
+
+    source = LoginSource(Settings(), make, partitions=[0], writers=ListWriters([]))
+    began = time.monotonic()
+    part = source.build_part("read", "0", None)
+    assert time.monotonic() - began < 1.0
+    opened.set()
+    assert FINISHED in _states(part.next_batch())
+
+
+def test_a_reader_that_cannot_open_stops_the_first_batch_and_close_still_works() -> None:
+    """The opening's error (e.g. offsets unreadable) comes out of next_batch; close() is quiet."""
+    def make(_settings: Settings, _p: int, offset: int | None) -> ListReader:
+        raise SourceError("cannot read the offsets of topic 'user-login' partition 0")
+
+    source = LoginSource(Settings(), make, partitions=[0], writers=ListWriters([]))
+    part = source.build_part("read", "0", None)
+    with pytest.raises(SourceError, match="cannot read the offsets"):
+        part.next_batch()
+    part.close()

@@ -212,6 +212,14 @@ def wait_until_listening(process: subprocess.Popen[bytes], port: int,
         time.sleep(LISTEN_POLL_SECONDS)
 
 
+class _Terminated(Exception):
+    """SIGTERM while the processes were starting."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -239,11 +247,3 @@ def main(argv: list[str]) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return supervise(children)
-
-
-class _Terminated(Exception):
-    """SIGTERM while the processes were starting."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise _Terminated

@@ -93,7 +93,6 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
         self._settings = settings
         self._partition = partition
         self._opening = opening
-        self._opened: Reader | None = None
         self._writer = writer
         self._processor = PartitionProcessor(settings, partition, partitions, writer, clock)
         self._idle_after = settings.idle_partition_seconds
@@ -107,9 +106,7 @@ class _LoginPartition(StatefulSourcePartition[Any, SavedPartition]):
     def _reader(self) -> Reader:
         """The partition's reader, opened in the background since the partition was built
         (raises what opening it raised, e.g. ``SourceError``)."""
-        if self._opened is None:
-            self._opened = self._opening.result()
-        return self._opened
+        return self._opening.result()
 
     def next_batch(self) -> list[Any]:
         if self._finished:

@@ -5,11 +5,15 @@ process with exit code 130 and no traceback; a failure of ours (a
 ``PipelineError`` such as a delivery that Kafka refused) ends it with exit code
 1 and one line naming what failed, instead of a chained traceback. After a
 finite run (``STOP_AT_END``) that succeeded, it commits the end offsets to
-``CONSUMER_GROUP``.
+``CONSUMER_GROUP``. A hard crash (a segfault or an abort in native code: librdkafka,
+Bytewax's Rust) prints the Python stack of every thread before the process dies,
+instead of ending it without a word.
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import runpy
 import signal
 import sys
@@ -41,6 +45,10 @@ def interrupted(exc: BaseException) -> bool:
 
 
 def main() -> int:
+    # A native crash leaves every thread's stack in the log (unless there is no real stderr).
+    if sys.__stderr__ is not None:
+        with contextlib.suppress(ValueError, OSError):  # e.g. a stderr without a descriptor
+            faulthandler.enable(file=sys.__stderr__)
     # A process started in the background by a shell inherits SIGINT ignored, and then
     # the runner's forwarded Ctrl-C would do nothing: take the default handler back.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +18,8 @@ from dataflow.kafka_sink import describe_failures
 from dataflow.metrics import process_id
 from dataflow.runner import listening, process_commands, wait_until_listening
 from dataflow.worker import interrupted, root_pipeline_error
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _args(**overrides: object) -> argparse.Namespace:
@@ -98,6 +102,19 @@ def test_process_id_reads_the_flag_then_the_environment(
     assert process_id(["dataflow.flow"]) == 3
     monkeypatch.delenv("BYTEWAX_PROCESS_ID")
     assert process_id(["dataflow.flow"]) == 0
+
+
+def test_worker_leaves_a_stack_trace_when_the_process_crashes(tmp_path: Path) -> None:
+    """A segfault inside the flow (native code) ends with the stack in stderr, not silently."""
+    (tmp_path / "crashing_flow.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    env.pop("PYTHONFAULTHANDLER", None)
+    done = subprocess.run([sys.executable, "-m", "dataflow.worker", "crashing_flow"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in done.stderr
+    assert "crashing_flow.py" in done.stderr
 
 
 def test_worker_finds_our_error_under_bytewax_wrapping() -> None:

@@ -12,6 +12,15 @@ if TYPE_CHECKING:  # imported when used: `python -m dataflow run` starts 35 ms s
     from confluent_kafka import KafkaException
 
 
+# Exit codes of the job's processes: 2 a bad setting or a refused start, 3 the input topic
+# gained partitions and the process could not start itself again (start it again),
+# 130 and 143 a stop asked by SIGINT and SIGTERM.
+EXIT_SETTINGS = 2
+EXIT_PARTITIONS_ADDED = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
 def kafka_reason(exc: KafkaException) -> str:
     """The text of a KafkaException's KafkaError, without its repr wrapping."""
     from confluent_kafka import KafkaError

@@ -1,67 +1,89 @@
 """The dataflow, wired top to bottom the way the data moves.
 
-``python -m bytewax.run dataflow.flow`` reads the settings from the
-environment once, checks them and Kafka, and runs ``build_flow(settings)``.
+::
+
+    read ─▶ parse ─▶ split_valid_invalid ─┬─ invalid ─▶ dead_letters ───────────────┐
+                                           └─ valid ─▶ drop_excluded_locales        │
+                                                 ├─▶ enrich ─────────────────────────┤
+                                                 ├─▶ late_records ───────────────────┤
+                                                 │                     to_kafka ◀────┘─▶ write
+                                                 └─▶ partial_counts ─▶ window_shards
+                                                        ─▶ count_records ─▶ write_counts
+
+Each item is one input partition's batch and each step a plain function over it
+(``dataflow.steps``), so the per-record work is one loop per step. The source
+only reads and keeps event time (``dataflow.source``, ``dataflow.event_time``);
+every Kafka write is one of the two outputs (``dataflow.kafka_sink``): ``write``
+for what each input partition gives (on the worker that read it), ``write_counts``
+for the window counts. Adding a step is one line here and a function, e.g. a
+filter: ``valid = op.map("drop_blocked_ips", valid, filter_logins(allowed, "blocked_ip"))``.
+
+``python -m bytewax.run dataflow.flow`` reads the settings from the environment
+once, checks them and Kafka (``dataflow.entrypoint``), and runs ``build_flow``.
 """
 
 from __future__ import annotations
 
-import gc
 from typing import cast
 
 from bytewax import operators as op
-from bytewax.dataflow import Dataflow
-from bytewax.operators import KeyedStream
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import Sink
 
-from dataflow.kafka_sink import ConfirmedKafkaSink, WorkerWriters
-from dataflow.schemas import SinkBatch
+from dataflow.batches import InvalidBatch, OutBatch, filter_logins, is_valid
+from dataflow.kafka_sink import KafkaSink
+from dataflow.kafka_writer import WorkerWriters
+from dataflow.offsets import OffsetCommitter
 from dataflow.settings import Settings
+from dataflow.shards import SHARD_KEYS
 from dataflow.source import LoginSource
-from dataflow.watermarks import ShardUpdate
-from dataflow.windows import CountWriter, shard_logic
-
-# Every record allocates a few short-lived containers (output tuples, header lists),
-# which trigger a generation-0 collection every 700 allocations and, through them,
-# scans of everything the process holds. Freezing what start-up built and collecting
-# less often cut the enrich step from 5.0 to 2.0 us per record (measured); nothing
-# in the per-record path forms reference cycles. Generation 0 counts live young
-# containers, and the job holds a few batches and the records of its unconfirmed writes
-# (at most dataflow.kafka_sink.CONFIRM_EVERY): at 50,000 that still meant a collection
-# every few batches, 0.42-0.48 s of 1,000,000 records; at 500,000 none in 1,000,000
-# records and the same peak RSS (measured, benchmarks/README.md).
-GC_THRESHOLDS = (500_000, 20, 100)
-
-
-def tune_garbage_collector() -> None:
-    """Freeze the start-up heap and collect young objects less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+from dataflow.steps import (
+    DeadLetters,
+    Enrich,
+    LateRecords,
+    ParseBatches,
+    PartialCounts,
+    locale_allowed,
+)
+from dataflow.windows import CountRecords, shard_logic
 
 
 def build_flow(settings: Settings, source: LoginSource | None = None,
-               sink: Sink[SinkBatch] | None = None, partitions: list[int] | None = None,
-               ) -> Dataflow:
-    """Kafka -> per partition, one batch step: parse, dead letters, filter, enrich and write,
-    lateness, partial counts -> window shards -> count records to Kafka. The source's
-    partitions and the sink share each worker's producer."""
+               sink: Sink[tuple[str, OutBatch]] | None = None,
+               counts_sink: Sink[tuple[str, OutBatch]] | None = None) -> Dataflow:
+    """The job's graph; tests pass their own source and sinks."""
     flow = Dataflow("login-dataflow")
+    source = source or LoginSource(settings)
+    batches = op.input("read", flow, source)
+    parsed = op.flat_map("parse", batches, ParseBatches(settings))
+    split = op.branch("split_valid_invalid", parsed, is_valid)
+    invalid = cast("Stream[InvalidBatch]", split.falses)  # whatever is not valid
+    dead_letters = op.map("dead_letters", invalid, DeadLetters(settings))
+    valid = op.map("drop_excluded_locales", split.trues,
+                   filter_logins(locale_allowed(settings), "excluded_locale"))
+    processed = op.map("enrich", valid, Enrich(settings))
+    late = op.map("late_records", valid, LateRecords(settings))
+    partials = op.flat_map("partial_counts", valid, PartialCounts(settings))
+    windows = op.stateful_batch("window_shards", partials, shard_logic(settings))
+    counts = op.map("count_records", windows, CountRecords(settings))
     writers = WorkerWriters(settings)
-    source = source or LoginSource(settings, partitions=partitions, writers=writers)
-    # (shard, ShardUpdate) pairs: the batches' records are written by the source itself.
-    updates = cast(KeyedStream[ShardUpdate], op.input("read", flow, source))
-    windows = op.stateful_batch("window_shards", updates, shard_logic(settings))
-    counts = op.flat_map("count_record", windows, CountWriter(settings))
-    op.output("write", counts, sink or ConfirmedKafkaSink(settings, writers))
+    outputs = op.merge("to_kafka", processed, dead_letters, late)
+    op.output("write", outputs,
+              sink or KafkaSink(source.list_parts, writers, OffsetCommitter(settings)))
+    op.output("write_counts", counts,
+              counts_sink or KafkaSink(lambda: list(SHARD_KEYS), writers))
     return flow
 
 
 def __getattr__(name: str) -> Dataflow:
     """``flow``, built on first access (by bytewax.run) from the environment."""
     if name == "flow":
-        from dataflow.entrypoint import flow_from_environment
+        from dataflow.entrypoint import start_from_environment
 
-        return flow_from_environment()
+        job = start_from_environment()
+        flow = build_flow(job.settings, LoginSource(job.settings, partitions=job.partitions,
+                                                    new_partitions=job.new_partitions))
+        job.ready()
+        return flow
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

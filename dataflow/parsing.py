@@ -7,6 +7,7 @@ bytes, it returns a ``Rejected`` with a stable reason code and a detail.
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -78,3 +79,22 @@ def parse(record: KafkaRecord) -> Accepted | Rejected:
     if not version:
         return Rejected(record, "invalid_value", f"{login.ip!r} is not an IP address - at `$.ip`")
     return Accepted(login, timestamp, version, record)  # type: ignore[arg-type]
+
+
+def reference_time(record: KafkaRecord, read_at: float) -> int:
+    """When a record was written to Kafka (its Kafka timestamp) or read, whichever is
+    earlier, in epoch seconds: what its event time is compared with (``dataflow.event_time``)."""
+    kind, written_ms = record.timestamp()
+    read_s = int(read_at)
+    return read_s if not kind or written_ms < 0 else min(written_ms // 1000, read_s)
+
+
+def future_rejection(record: KafkaRecord, ts: int, read_at: float, limit: int) -> Rejected:
+    """The dead letter of an event stamped more than ``limit`` seconds ahead of its
+    reference time (``future_timestamp``)."""
+    reference = reference_time(record, read_at)
+    stamp = datetime.fromtimestamp(ts, UTC).isoformat()
+    return Rejected(record, "future_timestamp",
+                    f"timestamp {ts} ({stamp}) is {ts - reference} s ahead of the time the "
+                    f"record was written to Kafka (or read, if earlier), more than "
+                    f"MAX_FUTURE_SECONDS={limit} - at `$.timestamp`")

@@ -5,7 +5,10 @@ Each process is ``python -m dataflow.worker dataflow.flow -i K -a ADDRS [-w W]``
 with the same environment. Process K starts once process K-1 listens on its port
 (read from /proc/net/tcp, not dialled), so no dial is refused and retried a
 second later. Ctrl-C or SIGTERM is forwarded to every process;
-when one process fails the others are stopped and its exit code is returned.
+when one process fails the others are stopped and its exit code is returned. A
+process that could not restart itself after the input topic gained partitions
+exits with ``EXIT_PARTITIONS_ADDED`` (``dataflow.lifecycle``): then all of them are
+started again (without recovery, from the offsets they committed).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from dataflow.errors import PipelineError, SettingsError
+from dataflow.errors import EXIT_PARTITIONS_ADDED, PipelineError, SettingsError
 from dataflow.settings import Settings, describe_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -232,6 +235,17 @@ def main(argv: list[str]) -> int:
     except PipelineError as exc:
         print(f"login-dataflow: error: {exc}", file=sys.stderr)
         return 2
+    while True:
+        code = _start_and_supervise(args)
+        if code != EXIT_PARTITIONS_ADDED:
+            return code
+        if args.recovery_directory is None:
+            os.environ["STARTING_OFFSET"] = "committed"
+        print("login-dataflow: the input topic gained partitions; starting again",
+              file=sys.stderr)
+
+
+def _start_and_supervise(args: argparse.Namespace) -> int:
     children: list[subprocess.Popen[bytes]] = []
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:

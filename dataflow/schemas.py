@@ -55,12 +55,14 @@ class Login(msgspec.Struct, frozen=True, gc=False):
 
 
 class Accepted(msgspec.Struct, frozen=True, gc=False):
-    """A login that passed parsing and validation, with its source record."""
+    """A login that passed parsing and validation, with its source record; ``late`` when
+    its partition's clock had passed it (``dataflow.event_time``)."""
 
     login: Login
     timestamp: int
     ip_version: int
     source: Any  # KafkaRecord; Any because msgspec Structs cannot hold a Protocol type
+    late: bool = False
 
 
 class Rejected(msgspec.Struct, frozen=True, gc=False):

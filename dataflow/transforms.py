@@ -1,30 +1,16 @@
-"""What the job writes, record by record: processed logins, dead letters, late counts.
+"""What a valid login becomes, and the keys and shapes of what the job writes.
 
-Plain functions and small objects built once from the settings. The batch step
-(``dataflow.batches``) calls the dead-letter and late writers once per batch and
-inlines ``enrich`` in its loop; ``enrich`` itself serves the one-record paths
-(the hand-written reference loop, tests).
+Plain functions: ``enrich`` (one login -> its ``ProcessedLogin``, called once per
+record by the ``enrich`` step in ``dataflow.steps``), ``version_parts``, the
+ISO-8601 text of event times, and the keys and records of counts and late counts.
 """
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from dataflow import metrics
-from dataflow.deadletters import dead_letter_headers
-from dataflow.schemas import (
-    ENCODER,
-    Accepted,
-    KafkaRecord,
-    LateCount,
-    OutRecord,
-    ProcessedLogin,
-    Rejected,
-)
-from dataflow.settings import Settings
-from dataflow.watermarks import WindowKey
+from dataflow.schemas import ENCODER, Accepted, LateCount, OutRecord, ProcessedLogin
 
 
 @lru_cache(maxsize=4096)
@@ -41,15 +27,8 @@ def version_parts(version: str) -> tuple[int | None, int | None, int | None]:
     return parts[0], parts[1], parts[2]
 
 
-def source_timestamp_ms(record: KafkaRecord) -> int | None:
-    """The Kafka timestamp of a source record (kept on what we write), or None."""
-    kind, value = record.timestamp()
-    return value if kind and value >= 0 else None
-
-
 def enrich(accepted: Accepted, processed_at: str) -> ProcessedLogin:
-    """An accepted login as the job writes it to OUTPUT_TOPIC (one record at a time; the
-    batch step in ``dataflow.batches`` inlines this, and a unit test checks both agree)."""
+    """An accepted login as the job writes it to OUTPUT_TOPIC."""
     login = accepted.login
     major, minor, patch = version_parts(login.app_version)
     device_type = login.device_type
@@ -62,40 +41,13 @@ def enrich(accepted: Accepted, processed_at: str) -> ProcessedLogin:
     )
 
 
-class DeadLetterer:
-    """Rejected record -> dead letter: original key, value and headers plus dlq.* context."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._topic = settings.dlq_topic
-
-    def records(self, rejected: list[Rejected], failed_at: datetime) -> list[OutRecord]:
-        out: list[OutRecord] = []
-        for one in rejected:
-            source = one.source
-            out.append((self._topic, source.key(), source.value(),
-                        dead_letter_headers(one, failed_at), source_timestamp_ms(source)))
-        for reason, n in Tally(r.reason for r in rejected).items():
-            metrics.DEAD_LETTERED.labels(reason).inc(n)
-        return out
-
-
 def count_key(field: str, value: str, start: int) -> bytes:
     """Key of a count record: one key per (field, value, window), so later supersedes earlier."""
     return f"{field}:{value}@{iso_utc(start)}".encode()
 
 
-class LateWriter:
-    """Late events per (window, field, value) -> records for LATE_TOPIC."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._topic = settings.late_topic
-        self._length = settings.window_seconds
-
-    def records(self, late: dict[WindowKey, int]) -> list[OutRecord]:
-        return [self.record(key, n) for key, n in late.items()]
-
-    def record(self, key: WindowKey, n: int) -> OutRecord:
-        start, field, value = key
-        metrics.LATE.labels(field).inc(n)
-        late = LateCount(iso_utc(start), iso_utc(start + self._length), field, value, n)
-        return (self._topic, count_key(field, value, start), ENCODER.encode(late), None, None)
+def late_count_record(topic: str, start: int, length: int, field: str, value: str,
+                      count: int) -> OutRecord:
+    """A LATE_TOPIC record: ``count`` late logins of one window and field value."""
+    late = LateCount(iso_utc(start), iso_utc(start + length), field, value, count)
+    return (topic, count_key(field, value, start), ENCODER.encode(late), None, None)

@@ -1,9 +1,10 @@
 """Event-time tumbling windows, counted in shards: when a window is written, what is late.
 
-Windows are ``[start, start + WINDOW_SECONDS)``, aligned to the epoch. Each input
-partition decides lateness for its own events and sends partial counts of the
-events on time, with its watermark, to the shard of each (field, value)
-(``dataflow.batches``, ``dataflow.watermarks``). Each shard then applies:
+Windows are ``[start, start + WINDOW_SECONDS)``, aligned to the epoch. The source
+decides lateness for each input partition's events (``dataflow.event_time``); the
+``partial_counts`` step sends the counts of the events on time, with the
+partition's watermark, to the shard of each (field, value) (``dataflow.steps``,
+``dataflow.shards``). Each shard then applies:
 
 - **The job's watermark** is the minimum of the watermarks of the partitions that
   hold windows back: every partition that is neither finished (``STOP_AT_END``
@@ -22,7 +23,9 @@ events on time, with its watermark, to the shard of each (field, value)
   timing, not only on the topic's contents.
 - **End of a finite run**: every window still open is written with
   ``"final": false`` and stays in the recovery state; a later run that completes
-  it writes the complete count with ``"final": true``.
+  it writes the complete count with ``"final": true``. A run stopped before the
+  end of its input (Ctrl-C, SIGTERM, new input partitions: ``dataflow.lifecycle``)
+  writes nothing provisional: its windows stay open in the recovery state.
 
 So, for a given input topic, the final counts and late counts are a deterministic
 function of its contents, the same on 1 or N processes, with any batch size and
@@ -39,11 +42,13 @@ from typing import Any
 import msgspec
 from bytewax.operators import StatefulBatchLogic
 
-from dataflow import metrics
-from dataflow.schemas import ENCODER, LateCount, SinkBatch, WindowCount
+from dataflow import lifecycle, metrics
+from dataflow.batches import OutBatch
+from dataflow.event_time import ACTIVE
+from dataflow.schemas import ENCODER, WindowCount
 from dataflow.settings import Settings
-from dataflow.transforms import count_key, iso_utc
-from dataflow.watermarks import ACTIVE, ShardUpdate
+from dataflow.shards import ShardUpdate
+from dataflow.transforms import count_key, iso_utc, late_count_record
 
 
 class WindowTotal(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -145,14 +150,17 @@ class ShardLogic(StatefulBatchLogic[ShardUpdate, ShardOut, ShardState]):
         return self.windows.apply(values), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[ShardOut], bool]:
+        if lifecycle.stop_requested():  # stopped before the end: the windows stay open
+            return [], StatefulBatchLogic.RETAIN
         return self.windows.provisional(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> ShardState:
         return self.windows.snapshot()
 
 
-class CountWriter:
-    """Shard output -> records for COUNTS_TOPIC (and LATE_TOPIC for returning partitions).
+class CountRecords:
+    """Shard output -> a record for COUNTS_TOPIC (or LATE_TOPIC for returning partitions),
+    keyed by its shard for the counts sink.
 
     Their Kafka timestamp is the time of writing (None): event times can be far in the
     past (retention would delete them at once) or ahead (brokers refuse > 1 h).
@@ -163,19 +171,17 @@ class CountWriter:
         self._late = settings.late_topic
         self._length = settings.window_seconds
 
-    def __call__(self, item: tuple[str, ShardOut]) -> list[SinkBatch]:
-        """One record, keyed by its shard for the sink (any worker may write it)."""
+    def __call__(self, item: tuple[str, ShardOut]) -> tuple[str, OutBatch]:
         shard, out = item
-        start, end = iso_utc(out.start), iso_utc(out.start + self._length)
         if type(out) is WindowTotal:
             metrics.WINDOWS_WRITTEN.labels("true" if out.final else "false").inc()
-            record = WindowCount(start, end, out.field, out.value, out.count, out.final)
-            return [(shard, [(self._counts, count_key(out.field, out.value, out.start),
-                              ENCODER.encode(record), None, None)])]
+            record = WindowCount(iso_utc(out.start), iso_utc(out.start + self._length),
+                                 out.field, out.value, out.count, out.final)
+            return shard, OutBatch([(self._counts, count_key(out.field, out.value, out.start),
+                                     ENCODER.encode(record), None, None)])
         metrics.LATE.labels(out.field).inc(out.count)
-        late = LateCount(start, end, out.field, out.value, out.count)
-        return [(shard, [(self._late, count_key(out.field, out.value, out.start),
-                          ENCODER.encode(late), None, None)])]
+        return shard, OutBatch([late_count_record(self._late, out.start, self._length,
+                                                  out.field, out.value, out.count)])
 
 
 def shard_logic(settings: Settings) -> Any:

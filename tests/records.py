@@ -17,7 +17,7 @@ class FakeRecord:
     _topic: str = "user-login"
     _partition: int = 0
     _offset: int = 0
-    _timestamp_ms: int = 1_694_479_551_000
+    _timestamp_ms: int | None = None  # None: no Kafka timestamp, as (0, -1) says
     extra: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> bytes | None:
@@ -39,7 +39,7 @@ class FakeRecord:
         return self._offset
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, self._timestamp_ms)
+        return (0, -1) if self._timestamp_ms is None else (1, self._timestamp_ms)
 
 
 SAMPLE = {
@@ -70,7 +70,6 @@ class ListReader:
         self._live = live
         self.position = position
         self.done = not live and position >= len(records)
-        self.committed: list[int] = []
 
     def read(self) -> list[FakeRecord]:
         batch = self._records[self.position:self.position + self._batch_size]
@@ -81,58 +80,13 @@ class ListReader:
     def caught_up(self) -> bool:
         return self.position >= len(self._records)
 
-    def commit(self, offset: int) -> None:
-        self.committed.append(offset)
-
     def close(self) -> None:
         pass
-
-
-class ListWriter:
-    """A worker's writer that keeps what it is given: each batch is appended to
-    ``out`` as one ``("written", [(topic, key, value, headers, timestamp), ...])`` item,
-    as a TestingSink keeps the sink's items."""
-
-    def __init__(self, out: list[Any] | None = None) -> None:
-        self.out: list[Any] = [] if out is None else out
-        self._pending: list[Any] = []
-
-    def produce(self, topic: str, value: bytes, key: bytes, _partition: int, _callback: None,
-                _on_delivery: None, timestamp: int, headers: list[Any]) -> None:
-        self._pending.append((topic, key, value, headers, timestamp or None))
-
-    def produce_record(self, record: Any) -> None:
-        self._pending.append(record)
-
-    def after_batch(self, written: list[Any], rebuild: Any, produced: int, topic: str) -> None:
-        if self._pending:
-            self.out.append(("written", self._pending))
-            self._pending = []
-
-    def check(self) -> None:
-        pass
-
-    def confirm(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class ListWriters:
-    """Gives each source partition a ListWriter appending to the same ``out``."""
-
-    def __init__(self, out: list[Any]) -> None:
-        self._out = out
-
-    def get(self) -> ListWriter:
-        return ListWriter(self._out)
 
 
 def list_source(settings: Any, records: list[FakeRecord], batch_size: int = 100,
-                partitions: int = 2, out: list[Any] | None = None) -> Any:
-    """The job's LoginSource over FakeRecords, by their partition, in offset order; what
-    its partitions write is appended to ``out``."""
+                partitions: int = 2) -> Any:
+    """The job's LoginSource over FakeRecords, by their partition, in offset order."""
     from dataflow.source import LoginSource
 
     by_partition: dict[int, list[FakeRecord]] = {p: [] for p in range(partitions)}
@@ -140,34 +94,33 @@ def list_source(settings: Any, records: list[FakeRecord], batch_size: int = 100,
         by_partition[record.partition()].append(record)
     return LoginSource(
         settings, lambda _s, p, resume: ListReader(by_partition[p], batch_size, resume or 0),
-        partitions=list(by_partition), writers=ListWriters([] if out is None else out))
+        partitions=list(by_partition))
 
 
 @dataclass
 class Written:
-    """What one batch step gave the sink, read back by topic (default topic names)."""
+    """What the flow gave its sinks, read back by topic (default topic names)."""
 
     processed: list[dict[str, Any]] = field(default_factory=list)
     dead: list[tuple[str, str]] = field(default_factory=list)  # (dlq.reason, dlq.detail)
     late: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (start, field, value)
+    counts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def written(out: list[Any]) -> tuple[Written, list[Any]]:
-    """Written items (a ListWriter's, a TestingSink's) and shard updates, in any mix ->
-    (the records, read back; the shard updates)."""
+def written(out: list[Any]) -> Written:
+    """What the sinks were given (``(key, OutBatch)`` items of a TestingSink), read back."""
     result = Written()
-    updates = []
-    for key, payload in out:
-        if type(payload) is not list:
-            updates.append((key, payload))
-            continue
-        for topic, _, value, headers, _ in payload:
+    for _key, batch in out:
+        for topic, _, value, headers, _ in batch.records:
             if topic == "processed-user-login":
                 result.processed.append(json.loads(value))
             elif topic == "user-login-dlq":
                 found = dict(headers)
                 result.dead.append((found["dlq.reason"].decode(), found["dlq.detail"].decode()))
-            else:
+            elif topic == "user-login-late":
                 doc = json.loads(value)
-                result.late[(doc["window_start"], doc["field"], doc["value"])] = doc["count"]
-    return result, updates
+                key = (doc["window_start"], doc["field"], doc["value"])
+                result.late[key] = result.late.get(key, 0) + doc["count"]
+            else:
+                result.counts.append(json.loads(value))
+    return result

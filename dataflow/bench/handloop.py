@@ -51,7 +51,7 @@ from dataflow.schemas import ENCODER, ProcessedLogin, Rejected
 from dataflow.settings import Settings
 from dataflow.transforms import enrich, iso_utc
 
-GC_THRESHOLDS = (500_000, 20, 100)  # the job's (dataflow/flow.py), see tune_garbage_collector
+GC_THRESHOLDS = (500_000, 20, 100)  # the job's: dataflow.entrypoint.tune_garbage_collector
 UNKNOWN = "unknown"  # the job's count value for a login without device_type
 Message = Any  # confluent_kafka.Message
 

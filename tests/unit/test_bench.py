@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from dataflow.batches import PartitionProcessor
+from dataflow.batches import Mark, ValidBatch
 from dataflow.bench.cases import Run, free_ports, start_up, written_by_kind
 from dataflow.bench.handloop import HandLoop, count_key, window_records
 from dataflow.bench.report import outputs_check, summary, table
@@ -23,8 +23,9 @@ from dataflow.deadletters import dead_letter_headers
 from dataflow.parsing import parse
 from dataflow.schemas import Accepted, ProcessedLogin, Rejected
 from dataflow.settings import Settings
+from dataflow.steps import Enrich
 from dataflow.transforms import enrich
-from tests.records import FakeRecord, ListWriter, login_bytes
+from tests.records import FakeRecord, login_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_694_479_551  # 2023-09-12T00:45:51+00:00, in the window starting 00:45:00
@@ -66,7 +67,8 @@ def _batch() -> list[Message]:
               b"{not json",
               login_bytes(ip="not-an-ip"),
               None]
-    return [Message(v, _partition=i % 2, _offset=10 + i) for i, v in enumerate(values)]
+    return [Message(v, _partition=i % 2, _offset=10 + i, _timestamp_ms=(T0 + i) * 1000)
+            for i, v in enumerate(values)]
 
 
 def _loop(settings: Settings) -> tuple[HandLoop, FakeWriter, dict[int, int]]:
@@ -102,9 +104,9 @@ def test_loop_writes_what_the_job_writes() -> None:
     got = msgspec.json.decode(value, type=ProcessedLogin)
     want = enrich(accepted, got.processed_at)
     assert (topic, got, key) == ("processed-user-login", want, accepted.login.user_id.encode())
-    job = ListWriter()
-    PartitionProcessor(settings, source.partition(), 1, job).process([source])
-    [(_, [(_, _, _, job_headers, _)])] = job.out
+    _, job = Enrich(settings)(ValidBatch(source.partition(), 1, [accepted],
+                                         Mark(None, "active"), 0, 0.0))
+    [(_, _, _, job_headers, _)] = job.records
     assert kwargs == {"headers": job_headers, "timestamp": source._timestamp_ms}
 
 

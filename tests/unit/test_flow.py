@@ -1,24 +1,33 @@
-"""The whole flow on list-backed partitions and a testing sink, on 1 and 2 workers."""
+"""The whole flow on list-backed partitions and testing sinks, on 1 and 2 workers."""
 
 from __future__ import annotations
 
-import json
+import ipaddress
+import sys
+import types
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 from bytewax.testing import TestingSink, cluster_main, run_main
 
+import dataflow.flow
 from dataflow import metrics
 from dataflow.flow import build_flow
+from dataflow.schemas import Accepted
 from dataflow.settings import Settings
-from tests.records import FakeRecord, list_source, login_bytes
+from tests.records import FakeRecord, Written, list_source, login_bytes, written
 
 SETTINGS = Settings(excluded_locales=frozenset({"BY"}))
 T0 = 1_694_479_551
 BASE = T0 - T0 % 60
 START = "2023-09-12T00:45:00+00:00"
 NEXT = "2023-09-12T00:46:00+00:00"
+# The steps a reader of dataflow/flow.py and of `python -m bytewax.visualize` sees, in order.
+STEPS = ["read", "parse", "split_valid_invalid", "dead_letters", "drop_excluded_locales",
+         "enrich", "late_records", "partial_counts", "window_shards", "count_records",
+         "to_kafka", "write", "write_counts"]
 
 
 def _records() -> list[FakeRecord]:
@@ -28,32 +37,34 @@ def _records() -> list[FakeRecord]:
         login_bytes(timestamp=BASE + 75, device_type=None, locale="US"),
         login_bytes(timestamp=BASE + 5, locale="BY"),  # filtered
         b"{not json",
-        login_bytes(ip="not-an-ip"),
+        login_bytes(timestamp=BASE + 3, ip="not-an-ip"),  # dead-lettered; moves the clock
         None,
     ]
     return [FakeRecord(v, _offset=i // 2, _partition=i % 2) for i, v in enumerate(values)]
 
 
 def _run(records: list[FakeRecord], workers: int, settings: Settings = SETTINGS,
-         batch_size: int = 100) -> list[Any]:
+         batch_size: int = 100, build: Any = build_flow) -> Written:
     out: list[Any] = []
-    flow = build_flow(settings, source=list_source(settings, records, batch_size, out=out),
-                      sink=TestingSink(out))
+    flow = build(settings, list_source(settings, records, batch_size), TestingSink(out),
+                 TestingSink(out))
     if workers == 1:
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    return [record for _partition, records in out for record in records]
+    return written(out)
 
 
-def _docs(out: list[Any], topic: str) -> list[dict[str, Any]]:
-    return [json.loads(r[2]) for r in out if r[0] == topic]
-
-
-def _last_counts(out: list[Any]) -> dict[tuple[str, str, str], tuple[int, bool]]:
+def _last_counts(out: Written) -> dict[tuple[str, str, str], tuple[int, bool]]:
     """(window_start, field, value) -> (count, final) of the last record of each window."""
     return {(c["window_start"], c["field"], c["value"]): (c["count"], c["final"])
-            for c in _docs(out, "user-login-counts")}
+            for c in out.counts}
+
+
+def test_the_graph_shows_every_step_of_the_pipeline() -> None:
+    """Each stage the product promises is a named operator of the flow, top to bottom."""
+    flow = build_flow(SETTINGS, list_source(SETTINGS, []))
+    assert [step.step_name for step in flow.substeps] == STEPS
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -62,9 +73,9 @@ def test_flow_routes_every_record_once(workers: int) -> None:
     before = metrics.snapshot()
     out = _run(_records(), workers)
     after = metrics.snapshot()
-    topics = Counter(record[0] for record in out)
-    assert topics["processed-user-login"] == 3
-    assert topics["user-login-dlq"] == 3
+    assert len(out.processed) == 3
+    assert Counter(reason for reason, _ in out.dead) == {
+        "malformed_json": 1, "invalid_value": 1, "empty_value": 1}
     assert after["processed"] - before["processed"] == 3
     assert sum(after["filtered"].values()) - sum(before["filtered"].values()) == 1
     assert sum(after["dead_lettered"].values()) - sum(before["dead_lettered"].values()) == 3
@@ -72,8 +83,8 @@ def test_flow_routes_every_record_once(workers: int) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_flow_counts_windows_exactly(workers: int) -> None:
-    """Counts are exact on 1 and 2 workers; the window the watermark passed is final, the
-    last one is written provisional when the run ends."""
+    """Counts are exact on 1 and 2 workers; once both partitions finished, the window the
+    highest watermark passed is final, the last one is written provisional."""
     assert _last_counts(_run(_records(), workers)) == {
         (START, "device_type", "android"): (1, True),
         (START, "device_type", "ios"): (1, True),
@@ -93,14 +104,12 @@ def test_late_event_goes_to_the_late_topic_and_is_still_processed(workers: int) 
     records = [FakeRecord(login_bytes(timestamp=ts), _offset=i) for i, ts in enumerate(stamps)]
     before = metrics.snapshot()["late"].get("device_type", 0)
     out = _run(records, workers, settings, batch_size=1)
-    assert _docs(out, "user-login-late") == [
-        {"window_start": START, "window_end": NEXT, "field": "device_type", "value": "android",
-         "count": 1}]
+    assert out.late == {(START, "device_type", "android"): 1}
     assert metrics.snapshot()["late"]["device_type"] - before == 1
     assert _last_counts(out) == {(START, "device_type", "android"): (1, True),
                                  ("2023-09-12T00:48:00+00:00", "device_type", "android"):
                                      (1, False)}
-    assert sum(1 for r in out if r[0] == "processed-user-login") == 3
+    assert len(out.processed) == 3
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -114,3 +123,35 @@ def test_counting_by_user_id_is_exact_with_many_distinct_values(workers: int) ->
     assert len(counts) == 1800  # 600 users in each of 3 windows
     assert {n for n, _ in counts.values()} == {1}
     assert {start for (start, _, _), (_, final) in counts.items() if final} == {START, NEXT}
+
+
+BLOCKED = ipaddress.ip_network("199.172.0.0/16")
+
+
+def not_blocked(login: Accepted) -> bool:
+    """The README's example filter: logins from 199.172.0.0/16 are dropped."""
+    return ipaddress.ip_address(login.login.ip) not in BLOCKED
+
+
+def test_adding_a_step_is_one_line_in_flow_py() -> None:
+    """dataflow/flow.py with the README's one added line (and this test's function) runs:
+    the blocked logins are dropped, counted as filtered, and nothing else changes."""
+    path = Path(dataflow.flow.__file__)
+    anchor = '"excluded_locale"))\n'
+    source = path.read_text()
+    assert source.count(anchor) == 1
+    added = ('    valid = op.map("drop_blocked_ips", valid, '
+             'filter_logins(not_blocked, "blocked_ip"))\n')
+    module = types.ModuleType("flow_with_a_new_step")
+    module.__dict__["not_blocked"] = not_blocked
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(source.replace(anchor, anchor + added), str(path), "exec"), module.__dict__)
+        records = [FakeRecord(login_bytes(timestamp=BASE, ip=ip), _offset=i)
+                   for i, ip in enumerate(("199.172.1.1", "10.0.0.1", "199.172.9.9"))]
+        before = metrics.snapshot()["filtered"].get("blocked_ip", 0)
+        out = _run(records, 1, Settings(), build=module.build_flow)
+    finally:
+        del sys.modules[module.__name__]
+    assert [doc["ip"] for doc in out.processed] == ["10.0.0.1"]
+    assert metrics.snapshot()["filtered"]["blocked_ip"] - before == 2

@@ -1,4 +1,5 @@
-"""The writer's refusals and failed writes: one-line DeliveryError naming the source record.
+"""The sinks and their writer: placement by name, confirm before commit, and the writer's
+refusals and failed writes as one-line DeliveryErrors naming the source record.
 
 produce() checks the record size and the argument types locally, before any
 network, and a write to a broker that does not exist times out after
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import pytest
 
+from dataflow.batches import OutBatch
 from dataflow.errors import DeliveryError
 from dataflow.kafka_config import producer_config
-from dataflow.kafka_sink import KafkaWriter
+from dataflow.kafka_sink import KafkaSink
+from dataflow.kafka_writer import KafkaWriter
 from dataflow.schemas import OutRecord
 from dataflow.settings import Settings
 
@@ -53,18 +57,15 @@ def test_any_other_produce_exception_is_a_one_line_delivery_error() -> None:
     assert "\n" not in message
 
 
-def test_a_write_that_fails_after_its_batch_stops_the_next_check_naming_its_source() -> None:
-    """A record produced from the batch loop that Kafka never confirms: the writer's next
-    check raises DeliveryError naming the source record, rebuilt from the batch."""
-    from dataflow.batches import PartitionProcessor
-    from tests.records import FakeRecord, login_bytes
-
+def test_a_write_that_kafka_never_confirms_stops_the_next_check_naming_its_source() -> None:
+    """Records Kafka never confirms: the writer's next check raises DeliveryError naming the
+    source record of each, from what it was given (delivery reports carry no headers)."""
     settings = Settings(bootstrap_servers="127.0.0.1:9", delivery_timeout_ms=300)
     config = {**producer_config(settings), "logger": _QUIET}
     writer = KafkaWriter(config, 5.0, settings.dlq_topic)
-    records = [FakeRecord(login_bytes(timestamp=1_694_479_551 + i), _offset=41 + i)
-               for i in range(2)]
-    PartitionProcessor(settings, 0, 1, writer).process(records)  # type: ignore[arg-type]
+    writer.write([("processed-user-login", b"k", b"v%d" % offset,
+                   [*SOURCE[:2], ("source.offset", b"%d" % offset)], None)
+                  for offset in (41, 42)])
     with pytest.raises(DeliveryError) as caught:
         for _ in range(100):  # librdkafka fails the writes after delivery.timeout.ms
             writer.check()
@@ -74,3 +75,65 @@ def test_a_write_that_fails_after_its_batch_stops_the_next_check_naming_its_sour
     for offset in (41, 42):
         assert (f"write to topic 'processed-user-login' (source user-login partition 0 offset "
                 f"{offset}) failed: Local: Message timed out") in message
+
+
+class _Writer:
+    """A writer that keeps what it is given and says when it confirmed."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+
+    def write(self, records: list[OutRecord]) -> None:
+        self.events.append(("write", len(records)))
+
+    def check(self) -> None:
+        pass
+
+    def confirm(self) -> None:
+        self.events.append(("confirm",))
+
+    def close(self) -> None:
+        pass
+
+
+class _Writers:
+    def __init__(self, writer: _Writer) -> None:
+        self._writer = writer
+
+    def get(self) -> _Writer:
+        return self._writer
+
+
+class _Committer:
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+
+    def commit(self, partition: int, offset: int) -> None:
+        self.events.append(("commit", partition, offset))
+
+
+def test_each_key_goes_to_the_sink_partition_of_the_same_name() -> None:
+    """part_fn maps a partition's name to its own index among the names sorted as text, as
+    Bytewax indexes them ("10" sorts before "2")."""
+    names = [str(p) for p in range(12)]
+    sink = KafkaSink(lambda: names, _Writers(_Writer([])))  # type: ignore[arg-type]
+    ordered = sorted(names)
+    assert all(ordered[sink.part_fn(name)] == name for name in names)
+
+
+def test_a_snapshot_confirms_every_write_before_it_commits_their_offset() -> None:
+    """At an epoch's end the partition sink confirms, then commits the highest offset its
+    batches cover, empty batches included; the counts sink commits nothing."""
+    events: list[Any] = []
+    sink = KafkaSink(lambda: ["0", "3"], _Writers(_Writer(events)),  # type: ignore[arg-type]
+                     _Committer(events))  # type: ignore[arg-type]
+    part = sink.build_part("write", "3", None)
+    part.write_batch([OutBatch([("t", None, b"v", None, None)] * 2, 10), OutBatch([], 12)])
+    part.snapshot()
+    assert events == [("write", 2), ("confirm",), ("commit", 3, 12)]
+    counts: list[Any] = []
+    shard = KafkaSink(lambda: ["shard-00"], _Writers(_Writer(counts))).build_part(  # type: ignore[arg-type]
+        "write_counts", "shard-00", None)
+    shard.write_batch([OutBatch([("c", b"k", b"v", None, None)])])
+    shard.snapshot()
+    assert counts == [("write", 1), ("confirm",)]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from dataflow.errors import DeliveryError
-from dataflow.kafka_sink import describe_failures
+from dataflow.kafka_writer import describe_failures
+from dataflow.lifecycle import pipeline_error
 from dataflow.metrics import process_id
 from dataflow.runner import listening, process_commands, wait_until_listening
-from dataflow.worker import interrupted, root_pipeline_error
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,8 +126,8 @@ def test_worker_finds_our_error_under_bytewax_wrapping() -> None:
         except DeliveryError as exc:
             raise RuntimeError("worker crashed") from exc
     except RuntimeError as wrapped:
-        assert root_pipeline_error(wrapped) is ours
-    assert root_pipeline_error(ValueError("other")) is None
+        assert pipeline_error(wrapped) is ours
+    assert pipeline_error(ValueError("other")) is None
 
 
 def test_delivery_failure_names_topic_and_source_record() -> None:
@@ -141,19 +141,6 @@ def test_delivery_failure_names_topic_and_source_record() -> None:
     assert text == ("write to topic 'out' (source in partition 2 offset 41) failed: "
                     "Broker: Message size too large; write to topic 'dlq' (source in partition 0 "
                     "offset 7) failed: Local: Message timed out")
-
-
-def test_worker_treats_an_interrupt_inside_a_step_as_a_clean_stop() -> None:
-    """A KeyboardInterrupt raised inside a step and wrapped by Bytewax means Ctrl-C, not a crash."""
-    try:
-        try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt as exc:
-            raise RuntimeError("error calling `StatefulBatchLogic.on_notify`") from exc
-    except RuntimeError as wrapped:
-        assert interrupted(wrapped)
-    assert interrupted(RuntimeError("(src/run.rs:134:60): signal received"))
-    assert not interrupted(RuntimeError("something else"))
 
 
 def test_worker_ends_with_one_line_when_our_error_comes_unwrapped(

@@ -1,97 +1,141 @@
-"""The source partition: announces itself, goes idle when caught up and quiet, finishes,
-saves its offset with its clock, and commits only what a previous snapshot saved."""
+"""The source partition: announces itself, times its batches, goes idle when caught up and
+quiet, finishes, saves its offset with its clock, and stops when the job is asked to."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from dataflow import lifecycle
+from dataflow.batches import SourceBatch
 from dataflow.errors import SourceError
+from dataflow.event_time import ACTIVE, FINISHED, IDLE, ClockState
 from dataflow.settings import Settings
 from dataflow.source import LoginSource
-from dataflow.transforms import iso_utc
-from dataflow.watermarks import ACTIVE, FINISHED, IDLE, SHARD_KEYS, ClockState
-from tests.records import FakeRecord, ListReader, ListWriters, login_bytes, written
+from tests.records import FakeRecord, ListReader, login_bytes
 
 BASE = 1_694_479_500
 
 
 def _part(records: list[FakeRecord], resume: Any = None, live: bool = False,
-          written_to: list[Any] | None = None, **changes: Any) -> tuple[Any, ListReader]:
+          **changes: Any) -> tuple[Any, ListReader]:
     readers: list[ListReader] = []
 
     def make(_settings: Settings, _p: int, offset: int | None) -> ListReader:
         readers.append(ListReader(records, 2, offset or 0, live))
         return readers[-1]
 
-    source = LoginSource(Settings(**changes), make, partitions=[0],
-                         writers=ListWriters([] if written_to is None else written_to))
+    source = LoginSource(Settings(**changes), make, partitions=[0])
     part = source.build_part("read", "0", resume)
     return part, part._reader  # waits until the background opening is done
 
 
-def _states(out: list[Any]) -> set[str]:
-    return {u.state for _, u in out}
+def _batch(part: Any) -> SourceBatch:
+    [batch] = part.next_batch()
+    assert isinstance(batch, SourceBatch)
+    return batch
 
 
-def test_partition_announces_itself_to_every_shard_first() -> None:
-    """The first batch tells every shard the partition exists, so windows wait for it."""
-    part, _ = _part([FakeRecord(login_bytes(timestamp=BASE))] * 3)
-    out = part.next_batch()
-    assert {k for k, _ in out} \
-        == set(SHARD_KEYS)
+def test_partition_announces_itself_first() -> None:
+    """The first batch tells the shards the partition exists, so windows wait for it."""
+    part, _ = _part([FakeRecord(login_bytes(timestamp=BASE), _offset=i) for i in range(3)],
+                    live=True)
+    first = _batch(part)
+    assert first.mark.announce and len(first.records) == 2
+    assert (first.partition, first.partitions, first.through) == (0, 1, 2)
+    assert not _batch(part).mark.announce  # same window, same state
+
+
+def test_batches_carry_the_clocks_decisions() -> None:
+    """The source marks the late records of a batch, in offset order."""
+    records = [FakeRecord(login_bytes(timestamp=ts), _offset=i)
+               for i, ts in enumerate((BASE + 30, BASE + 5))]
+    batch = _batch(_part(records)[0])
+    assert batch.stamps.late == {1}
+    assert batch.mark.watermark == BASE + 20
 
 
 def test_caught_up_quiet_partition_goes_idle_after_the_idle_time() -> None:
     """Caught up and quiet for IDLE_PARTITION_SECONDS: idle, announced once."""
     part, _ = _part([], live=True, idle_partition_seconds=1)
-    part.next_batch()
-    assert _states(part.next_batch()) <= {ACTIVE}
+    assert _batch(part).mark.state == ACTIVE  # the announcement
+    assert part.next_batch() == []
     time.sleep(1.05)
-    assert _states(part.next_batch()) == {IDLE}
+    idle = _batch(part)
+    assert (idle.mark.state, idle.mark.announce, idle.records) == (IDLE, True, [])
     assert part.next_batch() == []
     assert part.next_awake() is not None  # an empty partition is not polled every 1 ms
+
+
+def test_a_position_moved_without_records_is_passed_on() -> None:
+    """Past transaction markers the position moves without records: an empty batch tells the
+    sink, which commits it."""
+    part, reader = _part([FakeRecord(login_bytes(timestamp=BASE), _offset=0)], live=True)
+    assert _batch(part).through == 1
+    reader.position = 2  # a commit marker, skipped by the consumer
+    moved = _batch(part)
+    assert (moved.records, moved.through) == ([], 2)
+    assert part.next_batch() == []
 
 
 def test_finished_partition_says_so_then_stops() -> None:
     """At the end of a finite run the partition announces it is finished, then ends."""
     part, _ = _part([FakeRecord(login_bytes(timestamp=BASE), _offset=0)])
-    assert FINISHED in _states(part.next_batch())
-    try:
+    assert _batch(part).mark.state == FINISHED
+    with pytest.raises(StopIteration):
         part.next_batch()
-    except StopIteration:
-        return
-    raise AssertionError("the partition did not stop")
 
 
-def test_snapshot_saves_offset_with_clock_and_commits_it_on_the_next_batch() -> None:
-    """A snapshot is (offset, clock); its offset is committed only when the next batch is
-    asked for (everything before it is written by then)."""
+def test_snapshot_saves_the_offset_with_the_clock() -> None:
+    """A snapshot is (next offset, clock): both always describe the same point."""
     records = [FakeRecord(login_bytes(timestamp=BASE + i), _offset=i) for i in range(5)]
-    part, reader = _part(records)
+    part, _ = _part(records)
     part.next_batch()
-    offset, clock = part.snapshot()
-    assert (offset, clock) == (2, ClockState(BASE + 1, ACTIVE))
-    assert reader.committed == []
-    part.next_batch()
-    assert reader.committed == [2]
+    assert part.snapshot() == (2, ClockState(BASE + 1, ACTIVE))
 
 
-def test_resumes_from_a_saved_clock_and_from_an_old_offset_only_snapshot() -> None:
-    """Saved clocks are restored (holding again); older snapshots held the offset alone."""
+def test_resumes_from_a_saved_offset_and_clock() -> None:
+    """A saved clock is restored (holding windows back again): old events are late at once."""
     records = [FakeRecord(login_bytes(timestamp=BASE), _offset=i) for i in range(4)]
-    out: list[Any] = []
-    part, reader = _part(records, resume=(2, ClockState(BASE + 100, IDLE)), written_to=out)
+    part, reader = _part(records, resume=(2, ClockState(BASE + 100, IDLE)), live=True)
     assert reader.position == 2
-    part.next_batch()
-    batch, _ = written(out)
-    assert batch.late == {(iso_utc(BASE), "device_type", "android"): 2,
-                          (iso_utc(BASE), "locale", "RU"): 2}
-    part, reader = _part(records, resume=3)
-    assert reader.position == 3
+    batch = _batch(part)
+    assert (batch.stamps.late, batch.mark.state) == ({0, 1}, ACTIVE)
+
+
+def test_a_new_partition_without_state_starts_at_its_beginning() -> None:
+    """A partition the topic gained while the job ran reads from its start, whatever
+    STARTING_OFFSET says."""
+    seen: list[str] = []
+
+    def make(settings: Settings, _p: int, offset: int | None) -> ListReader:
+        seen.append(settings.starting_offset)
+        return ListReader([], 2, 0, True)
+
+    source = LoginSource(Settings(starting_offset="latest"), make, partitions=[0, 1],
+                         new_partitions={1})
+    for partition in ("0", "1"):
+        assert source.build_part("read", partition, None)._reader is not None  # opened
+    assert seen == ["latest", "earliest"]
+
+
+@pytest.fixture
+def stop_requested() -> Iterator[None]:
+    """A stop request for the test's duration, withdrawn after it."""
+    lifecycle.request_stop("interrupted", 130)
+    yield
+    lifecycle._STOP.reason = None
+
+
+def test_a_partition_ends_when_the_job_is_asked_to_stop(stop_requested: None) -> None:
+    """After Ctrl-C or SIGTERM the next batch ends the partition (StopIteration)."""
+    part, _ = _part([FakeRecord(login_bytes(timestamp=BASE), _offset=0)], live=True)
+    with pytest.raises(StopIteration):
+        part.next_batch()
 
 
 def test_a_partition_is_built_at_once_and_opens_its_reader_in_the_background() -> None:
@@ -103,12 +147,12 @@ def test_a_partition_is_built_at_once_and_opens_its_reader_in_the_background() -
         assert opened.wait(5)
         return ListReader([FakeRecord(login_bytes(timestamp=BASE), _offset=0)], 2, 0, False)
 
-    source = LoginSource(Settings(), make, partitions=[0], writers=ListWriters([]))
+    source = LoginSource(Settings(), make, partitions=[0])
     began = time.monotonic()
     part = source.build_part("read", "0", None)
     assert time.monotonic() - began < 1.0
     opened.set()
-    assert FINISHED in _states(part.next_batch())
+    assert _batch(part).mark.state == FINISHED
 
 
 def test_a_reader_that_cannot_open_stops_the_first_batch_and_close_still_works() -> None:
@@ -116,7 +160,7 @@ def test_a_reader_that_cannot_open_stops_the_first_batch_and_close_still_works()
     def make(_settings: Settings, _p: int, offset: int | None) -> ListReader:
         raise SourceError("cannot read the offsets of topic 'user-login' partition 0")
 
-    source = LoginSource(Settings(), make, partitions=[0], writers=ListWriters([]))
+    source = LoginSource(Settings(), make, partitions=[0])
     part = source.build_part("read", "0", None)
     with pytest.raises(SourceError, match="cannot read the offsets"):
         part.next_batch()

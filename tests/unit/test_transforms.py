@@ -1,4 +1,4 @@
-"""Enrichment and dead-letter records built from parsed logins."""
+"""Enrichment and dead-letter records built from parsed logins, by the flow's steps."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from dataflow.batches import PartitionProcessor
+from dataflow.batches import InvalidBatch, Mark, ValidBatch
 from dataflow.parsing import parse
 from dataflow.schemas import Accepted, OutRecord, ProcessedLogin, Rejected
 from dataflow.settings import Settings
-from dataflow.transforms import DeadLetterer, enrich, version_parts
-from tests.records import FakeRecord, ListWriter, login_bytes
+from dataflow.steps import DeadLetters, Enrich
+from dataflow.transforms import version_parts
+from tests.records import FakeRecord, login_bytes
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, 123000, tzinfo=UTC)
 
@@ -30,18 +31,31 @@ def _rejected(record: FakeRecord) -> Rejected:
 
 
 def _batch_step(*records: FakeRecord) -> list[OutRecord]:
-    """What partition 2's batch step writes for these records, at NOW."""
-    writer = ListWriter()
-    PartitionProcessor(Settings(), 2, 3, writer, now=NOW.timestamp).process(list(records))
-    [(_, out)] = writer.out
-    return out  # type: ignore[no-any-return]
+    """What the enrich step writes for these valid records of partition 2, read at NOW."""
+    logins = [_accepted_record(record) for record in records]
+    key, out = Enrich(Settings())(ValidBatch(2, 3, logins, Mark(None, "active"), 8,
+                                             NOW.timestamp()))
+    assert (key, out.through) == ("2", 8)
+    return out.records
+
+
+def _accepted_record(record: FakeRecord) -> Accepted:
+    result = parse(record)
+    assert isinstance(result, Accepted)
+    return result
+
+
+def _dead_letters(*rejected: Rejected) -> list[OutRecord]:
+    """What the dead_letters step writes for these rejected records, failed at NOW."""
+    _, out = DeadLetters(Settings())(InvalidBatch(3, list(rejected), 100, NOW.timestamp()))
+    return out.records
 
 
 def test_enrich_normalises_and_adds_fields() -> None:
     """Output has an int timestamp, upper locale, lower device type, ISO times, version parts."""
     [(topic, key, value, headers, ts)] = _batch_step(FakeRecord(
         login_bytes(locale="ru", device_type="iOS", app_version="2.10.x"), _partition=2,
-        _offset=7))
+        _offset=7, _timestamp_ms=1_694_479_551_000))
     out = msgspec.json.decode(value, type=ProcessedLogin)
     assert topic == "processed-user-login"
     assert key == b"424cdd21-063a-43a7-b91b-7ca1a833afae"
@@ -65,7 +79,7 @@ def test_dead_letter_keeps_bytes_key_headers_and_adds_context() -> None:
     """A dead letter is the original record plus dlq.* headers."""
     record = FakeRecord(b"\xff{", _key=b"\x00key", _headers=[("trace", b"\x01")],
                         _partition=3, _offset=99)
-    [(topic, key, value, headers, _)] = DeadLetterer(Settings()).records([_rejected(record)], NOW)
+    [(topic, key, value, headers, _)] = _dead_letters(_rejected(record))
     assert (topic, key, value) == ("user-login-dlq", b"\x00key", b"\xff{")
     assert headers == [
         ("trace", b"\x01"),
@@ -85,7 +99,7 @@ def test_dead_letter_keeps_bytes_key_headers_and_adds_context() -> None:
 
 def test_null_value_dead_letter_stays_null() -> None:
     """A record with a null value becomes a dead letter whose value is still null."""
-    [(_, _, value, _, _)] = DeadLetterer(Settings()).records([_rejected(FakeRecord(None))], NOW)
+    [(_, _, value, _, _)] = _dead_letters(_rejected(FakeRecord(None)))
     assert value is None
 
 
@@ -94,13 +108,3 @@ def test_version_parts() -> None:
     assert version_parts("2.3.0") == (2, 3, 0)
     assert version_parts("5") == (5, None, None)
     assert version_parts("1.2.3.4") == (1, 2, 3)
-
-
-def test_batch_step_writes_what_enrich_gives_for_each_login() -> None:
-    """The batch step's inlined loop and the one-record ``enrich`` agree, field for field."""
-    docs = [login_bytes(locale="ru", device_type="iOS", app_version="2.10.x"),
-            login_bytes(device_type=None, ip="::1"), login_bytes(app_version="7")]
-    batch = _batch_step(*(FakeRecord(d, _partition=2, _offset=7) for d in docs))
-    processed_at = NOW.isoformat(timespec="milliseconds")
-    assert [value for _, _, value, _, _ in batch] == [
-        msgspec.json.encode(enrich(_accepted(d), processed_at)) for d in docs]

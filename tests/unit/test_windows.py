@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataflow.watermarks import ACTIVE, FINISHED, IDLE, ShardUpdate
+from dataflow.event_time import ACTIVE, FINISHED, IDLE
+from dataflow.shards import ShardUpdate
 from dataflow.windows import ShardLate, ShardWindows, WindowTotal, job_watermark
 
 
@@ -71,17 +72,17 @@ def test_count_and_late_records_are_keyed_per_window_and_stamped_when_written() 
     import json
 
     from dataflow.settings import Settings
-    from dataflow.windows import CountWriter
+    from dataflow.windows import CountRecords
 
-    write = CountWriter(Settings())
-    [(shard, [(topic, key, value, headers, ts)])] = write(
-        ("shard-00", WindowTotal(1_694_479_500, "locale", "US", 7, False)))
-    assert shard == "shard-00"  # the sink hashes a shard's key to one of its partitions
+    write = CountRecords(Settings())
+    shard, batch = write(("shard-00", WindowTotal(1_694_479_500, "locale", "US", 7, False)))
+    [(topic, key, value, headers, ts)] = batch.records
+    assert shard == "shard-00"  # written by the counts sink's partition of that shard
     assert (topic, key, headers, ts) == ("user-login-counts",
                                          b"locale:US@2023-09-12T00:45:00+00:00", None, None)
     assert json.loads(value) == {"window_start": "2023-09-12T00:45:00+00:00",
                                  "window_end": "2023-09-12T00:46:00+00:00", "field": "locale",
                                  "value": "US", "count": 7, "final": False}
-    [(_, [(topic, key, value, _, ts)])] = write(
-        ("shard-00", ShardLate(1_694_479_500, "locale", "US", 2)))
+    [(topic, key, value, _, ts)] = write(
+        ("shard-00", ShardLate(1_694_479_500, "locale", "US", 2)))[1].records
     assert (topic, ts, json.loads(value)["count"]) == ("user-login-late", None, 2)

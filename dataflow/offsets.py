@@ -1,0 +1,70 @@
+"""Committing the job's input positions to CONSUMER_GROUP, for lag tools and restarts.
+
+The recovery snapshots are the job's own record of where it is; the consumer
+group is what Kafka's tools read (``kafka-consumer-groups.sh``, Kafbat UI, Burrow,
+lag exporters) and what ``STARTING_OFFSET=committed`` resumes from. The partition
+sink (``dataflow.kafka_sink``) commits an input partition's offset once every
+write it covers is confirmed, asynchronously; at exit the last offset of every
+partition is committed once more, synchronously, so a finished run's end offsets
+are in the group whichever entry point ran it. One consumer per process (no
+subscription: it only commits), shared by the worker threads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from dataflow.kafka_config import consumer_config
+from dataflow.logs import get_logger
+from dataflow.settings import Settings
+
+log = get_logger(__name__)
+
+
+class OffsetCommitter:
+    """Commits input offsets to CONSUMER_GROUP; the last of each partition again at exit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topic = settings.input_topic
+        self._lock = threading.Lock()
+        self._consumer: Consumer | None = None
+        self._latest: dict[int, int] = {}
+
+    def _client(self) -> Consumer:
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = Consumer(consumer_config(self._settings))
+                atexit.register(self.close)
+            return self._consumer
+
+    def commit(self, partition: int, offset: int) -> None:
+        """Commit ``offset`` (every record below it is fully written), asynchronously."""
+        if self._latest.get(partition, -1) >= offset:
+            return
+        self._latest[partition] = offset
+        try:
+            self._client().commit(offsets=[TopicPartition(self._topic, partition, offset)],
+                                  asynchronous=True)
+        except KafkaException as exc:
+            log.warning("commit_failed", topic=self._topic, partition=partition, offset=offset,
+                        error=str(exc))
+
+    def close(self) -> None:
+        """Commit every partition's last offset synchronously, then close (at exit)."""
+        with self._lock:
+            consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(self._latest.items())]
+        try:
+            if offsets:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit_failed", topic=self._topic, error=str(exc),
+                        offsets={tp.partition: tp.offset for tp in offsets})
+        finally:
+            consumer.close()

@@ -13,6 +13,7 @@ subscription: it only commits), shared by the worker threads.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -64,7 +65,8 @@ class OffsetCommitter:
             if offsets:
                 consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            log.warning("commit_failed", topic=self._topic, error=str(exc),
-                        offsets={tp.partition: tp.offset for tp in offsets})
+            with contextlib.suppress(ValueError):  # stderr may be closed at exit
+                log.warning("commit_failed", topic=self._topic, error=str(exc),
+                            offsets={tp.partition: tp.offset for tp in offsets})
         finally:
             consumer.close()

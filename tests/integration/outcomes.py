@@ -7,11 +7,13 @@ input streams with known outcomes and reads the outputs back to check them.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataflow.parsing import MAX_TIMESTAMP, MIN_TIMESTAMP
 from dataflow.transforms import iso_utc
 from tests.kafka_io import consume_all
 from tests.records import login_bytes
@@ -111,33 +113,52 @@ def login_stream(n: int) -> tuple[list[tuple[bytes, bytes | None, int]], Expecte
             expect.good.add(where)
         records.append((key, value, where[0]))
     expect.counts, expect.late = reference_windows(
-        [(partition, value) for i, (_k, value, partition) in enumerate(records)
-         if (i % PARTITIONS, i // PARTITIONS) in expect.good and value is not None])
+        [(partition, value, (i % PARTITIONS, i // PARTITIONS) in expect.good)
+         for i, (_k, value, partition) in enumerate(records)])
     return records, expect
 
 
-def reference_windows(events: list[tuple[int, bytes]], lateness: int = 10, length: int = 60,
-                      fields: tuple[str, ...] = ("device_type", "locale"),
-                      ) -> tuple[Counter[tuple[str, str, str]], Counter[tuple[str, str, str]]]:
-    """The documented window semantics, written plainly: per partition in offset order, an
-    event more than ``lateness`` older than the newest before it is late; the others count.
+def event_time(value: bytes | None) -> int | None:
+    """A record's valid event time as the source reads it (its ``timestamp`` alone), or None."""
+    try:
+        doc = json.loads(value or b"")
+    except ValueError:
+        return None
+    raw = doc.get("timestamp") if isinstance(doc, dict) else None
+    if type(raw) is str and re.fullmatch(r"[0-9]{1,12}", raw):
+        raw = int(raw)
+    if type(raw) is not int or not MIN_TIMESTAMP <= raw <= MAX_TIMESTAMP:
+        return None
+    return raw
 
-    ``events`` are (partition, value) of the valid, not excluded logins in produce order.
-    Returns (counts, late), keyed (window_start ISO, field, value).
+
+def reference_windows(records: list[tuple[int, bytes | None, bool]], lateness: int = 10,
+                      length: int = 60, fields: tuple[str, ...] = ("device_type", "locale"),
+                      ) -> tuple[Counter[tuple[str, str, str]], Counter[tuple[str, str, str]]]:
+    """The documented window semantics, written plainly: per partition in offset order, every
+    record with a valid timestamp moves the partition's newest event time; a counted login
+    more than ``lateness`` older than the newest before it is late; the others count.
+
+    ``records`` are (partition, value, counted) in produce order, counted for the valid,
+    not excluded logins. Returns (counts, late), keyed (window_start ISO, field, value).
     """
     newest: dict[int, int] = {}
     counts: Counter[tuple[str, str, str]] = Counter()
     late: Counter[tuple[str, str, str]] = Counter()
-    for partition, value in events:
-        doc = json.loads(value)
-        ts = int(doc["timestamp"])
-        values = {"device_type": (doc.get("device_type") or "unknown").lower(),
-                  "locale": doc["locale"].upper()}
+    for partition, value, counted in records:
+        ts = event_time(value)
+        if ts is None:
+            continue
         tally = counts
         if partition in newest and ts < newest[partition] - lateness:
             tally = late
         else:
             newest[partition] = max(ts, newest.get(partition, ts))
+        if not counted:
+            continue
+        doc = json.loads(value or b"")
+        values = {"device_type": (doc.get("device_type") or "unknown").lower(),
+                  "locale": doc["locale"].upper()}
         for name in fields:
             tally[(iso_utc(ts - ts % length), name, values[name])] += 1
     return counts, late

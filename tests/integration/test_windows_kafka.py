@@ -97,7 +97,7 @@ def test_skewed_backlog_gives_exact_counts_and_nothing_late(
     topics = job_topics(make_topic, input_topic)
     overrides = {} if batch == "2000" else {"SOURCE_BATCH_SIZE": batch}
     run_job(kafka_bootstrap, topics, processes, tmp_path, **overrides)
-    expected, late = reference_windows([(p, v) for _, v, p in records if v is not None])
+    expected, late = reference_windows([(p, v, True) for _, v, p in records])
     assert late == Counter()
     watermark = BASE + SPAN_S - 1 - 10  # the highest: newest event minus the lateness
     final = {iso_utc(start): start + 60 <= watermark for start in range(BASE, BASE + SPAN_S, 60)}
@@ -137,8 +137,8 @@ def test_event_a_day_ahead_is_dead_lettered_and_the_other_counts_are_exact(
     run_job(kafka_bootstrap, topics, 1, tmp_path)
     [dead] = consume_all(kafka_bootstrap, topics["dlq"])
     assert (dead.key(), header(dead, "dlq.reason")) == (b"clock", b"future_timestamp")
-    assert b"ahead of the job's clock" in header(dead, "dlq.detail")
-    expected, _ = reference_windows([(0, v) for _, v, _ in good])
+    assert b"s ahead of the time the record was written to Kafka" in header(dead, "dlq.detail")
+    expected, _ = reference_windows([(0, v, True) for _, v, _ in good])
     assert final_counts(kafka_bootstrap, topics["counts"]) == expected
     assert consume_all(kafka_bootstrap, topics["late"]) == []
 

@@ -88,6 +88,20 @@ class Started:
         tune_garbage_collector()
 
 
+def settings_from_environment() -> Settings:
+    """The settings, or exit 2 with one line naming what is wrong."""
+    try:
+        return Settings.from_env(os.environ)
+    except PipelineError as exc:
+        _fail(str(exc))
+
+
+def drawing_only() -> bool:
+    """Whether ``python -m bytewax.visualize`` asks for the flow (to draw it, not run it)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == "bytewax.visualize"
+
+
 def start_from_environment() -> Started:
     """Read and check everything; exit 2 with a clear line on failure."""
     try:

@@ -78,8 +78,14 @@ def build_flow(settings: Settings, source: LoginSource | None = None,
 def __getattr__(name: str) -> Dataflow:
     """``flow``, built on first access (by bytewax.run) from the environment."""
     if name == "flow":
-        from dataflow.entrypoint import start_from_environment
+        from dataflow.entrypoint import (
+            drawing_only,
+            settings_from_environment,
+            start_from_environment,
+        )
 
+        if drawing_only():  # python -m bytewax.visualize: the graph, no Kafka needed
+            return build_flow(settings_from_environment())
         job = start_from_environment()
         flow = build_flow(job.settings, LoginSource(job.settings, partitions=job.partitions,
                                                     new_partitions=job.new_partitions))

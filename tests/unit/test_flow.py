@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
 import sys
 import types
 from collections import Counter
@@ -155,3 +157,14 @@ def test_adding_a_step_is_one_line_in_flow_py() -> None:
         del sys.modules[module.__name__]
     assert [doc["ip"] for doc in out.processed] == ["10.0.0.1"]
     assert metrics.snapshot()["filtered"]["blocked_ip"] - before == 2
+
+
+def test_bytewax_visualize_draws_the_steps_without_kafka() -> None:
+    """`python -m bytewax.visualize dataflow.flow` draws every step, and needs no broker."""
+    root = Path(dataflow.flow.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "bytewax.visualize", "dataflow.flow"],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for step in STEPS:
+        assert f'login-dataflow.{step}["{step} (' in done.stdout

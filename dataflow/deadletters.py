@@ -60,7 +60,7 @@ _MAX_DETAIL = 1000
 
 
 def _undecodable_name(exc: BaseException) -> UnicodeDecodeError | None:
-    """The UnicodeDecodeError in the chain of causes of ``exc`` (the first one), if any."""
+    """The UnicodeDecodeError behind ``exc`` (following its causes), if any."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:

@@ -133,7 +133,9 @@ class DeadLetter(msgspec.Struct, frozen=True):
                     return None
                 return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
             return parse_time(raw).astimezone(UTC)
-        except (DlqError, ValueError, OverflowError, OSError):  # OverflowError: 0001-01-01+01
+        except (DlqError, ValueError, OverflowError, OSError):
+            # OverflowError: e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC;
+            # ValueError, OSError: a Kafka timestamp beyond datetime's range
             return None
 
     @property

@@ -300,8 +300,7 @@ class PartitionReader:
         try:
             low, high = self._watermarks()  # no fetch in flight now: answered at once
         except SourceError as exc:  # the broker is away: try the same position again
-            log.warning("consumer_error", topic=self._topic, partition=self._partition,
-                        error=f"{reason}; {exc}")
+            reason = f"{reason}; {exc}"
             low = high = self.position
         at, lost = after_out_of_range(self.position, low, high)
         if lost:
@@ -311,6 +310,9 @@ class PartitionReader:
                         from_offset=self.position, to_offset=at, log_end=high,
                         hint="the log ends before this offset (the topic was re-created, "
                              "or its log truncated): reading it from its start")
+        else:
+            log.warning("consumer_error", topic=self._topic, partition=self._partition,
+                        error=reason, hint="reading the same offset again")
         self.position = at
         self._consumer.assign([TopicPartition(self._topic, self._partition, at)])
 

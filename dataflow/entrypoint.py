@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from bytewax.dataflow import Dataflow
 
-from dataflow import logs, metrics
+from dataflow import instances, logs, metrics, recovery_guard
 from dataflow.errors import PipelineError
 from dataflow.kafka_config import check_client_configs
 from dataflow.kafka_source import describe_partitions
@@ -57,7 +57,12 @@ def flow_from_environment() -> Dataflow:
         check_metrics_port(settings.metrics_address, metrics.process_id())
         logs.configure(settings.log_level, settings.log_format)
         check_client_configs(settings)
-        partitions = check_topics(settings)
+        # One running job per CONSUMER_GROUP and recovery directory; the instances group
+        # is described while the topics are checked.
+        with instances.claim(settings) as claim:
+            partitions = check_topics(settings)
+        atexit.register(claim.release)  # a clean exit leaves the group at once
+        recovery_guard.check_recovery_state(settings, partitions)
     except PipelineError as exc:
         _fail(str(exc))
     log.info("starting", settings=settings.describe(),

@@ -165,6 +165,29 @@ def test_a_second_job_on_the_same_consumer_group_is_refused_and_the_first_runs_o
     assert members(kafka_bootstrap, f"{group}.instances") == []
 
 
+def test_of_two_jobs_started_at_the_same_moment_exactly_one_stops(
+    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    """Two live jobs with one CONSUMER_GROUP started together: exactly one exits 2 with a
+    line naming the other (after its join, or before it), and the other runs on alone."""
+    topics = job_topics(make_topic, make_topic(partitions=2))
+    group = f"g-{uuid.uuid4().hex}"
+    env = job_env(kafka_bootstrap, topics, tmp_path / "s1", CONSUMER_GROUP=group,
+                  STOP_AT_END="false")
+    jobs = [Job.start(env, tmp_path / "a.log"), Job.start(env, tmp_path / "b.log")]
+    wait_for(lambda: any(job.process.poll() is not None for job in jobs), 30, "one to stop")
+    time.sleep(2)  # the other one would have stopped by now as well
+    stopped = [job for job in jobs if job.process.poll() is not None]
+    assert len(stopped) == 1, [job.tail() for job in jobs]
+    running = next(job for job in jobs if job is not stopped[0])
+    assert stopped[0].process.returncode == 2
+    line = stopped[0].text().splitlines()[-1]
+    assert line.startswith(f"login-dataflow: error: CONSUMER_GROUP '{group}' is in use by "), line
+    assert f", pid {running.worker(0)} on host {HOST}, member of group '{group}.instances')" \
+        in line
+    assert pids_of(members(kafka_bootstrap, f"{group}.instances")) == {running.worker(0)}
+
+
 def test_a_job_killed_with_sigkill_restarts_at_once_once_its_zombies_leave(
     kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path,
 ) -> None:

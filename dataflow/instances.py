@@ -191,31 +191,64 @@ def identity(settings: Settings, argv: Sequence[str] | None = None,
                     int(index) if index.isdigit() else 0, os.getpid(), socket.gethostname())
 
 
-def lock_recovery_directory(directory: Path, index: int) -> TextIO | None:
-    """Hold ``.lock-process-<index>`` in the recovery directory until the process ends;
-    None when the directory does not exist (bytewax.run then says what is missing)."""
-    if not directory.is_dir():
-        return None
-    path = directory / f".lock-process-{index}"
-    try:
-        handle = open(path, "a+")  # noqa: SIM115  # held open for the life of the process
-    except OSError as exc:
-        msg = f"cannot open the lock file {path} of the recovery directory: {exc}"
-        raise InstanceConflictError(msg) from exc
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+class DirectoryLock:
+    """``.lock-process-<index>`` in a recovery directory, held with ``flock`` until
+    ``release`` (or the end of the process: the kernel lets go of it even after kill -9).
+
+    ``release`` removes the file, so a clean run leaves the directory as it found it
+    (deploy/kubernetes's init container refuses a volume with files but no partitions).
+    A process that locked the file just as its holder removed it sees that the path no
+    longer names what it locked, and tries again.
+    """
+
+    def __init__(self, directory: Path, index: int) -> None:
+        self.path = directory / f".lock-process-{index}"
+        while True:
+            handle = self._open()
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                msg = (f"recovery directory {directory} is in use by a running job ({holder} "
+                       f"holds {self.path.name}); stop it, or give this job its own recovery "
+                       "directory")
+                raise InstanceConflictError(msg) from exc
+            if self._still_named(handle):
+                break
+            handle.close()
         handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        msg = (f"recovery directory {directory} is in use by a running job ({holder} holds "
-               f"{path.name}); stop it, or give this job its own recovery directory")
-        raise InstanceConflictError(msg) from exc
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
-    handle.flush()
-    return handle
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+        handle.flush()
+        self._handle: TextIO | None = handle
+
+    def _open(self) -> TextIO:
+        try:
+            return open(self.path, "a+")  # held open until release()
+        except OSError as exc:
+            msg = f"cannot open the lock file {self.path} of the recovery directory: {exc}"
+            raise InstanceConflictError(msg) from exc
+
+    def _still_named(self, handle: TextIO) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self._handle.close()
+            self._handle = None
+
+
+def lock_recovery_directory(directory: Path, index: int) -> DirectoryLock | None:
+    """Process ``index``'s lock of the recovery directory; None when the directory does not
+    exist (bytewax.run then says what is missing)."""
+    return DirectoryLock(directory, index) if directory.is_dir() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +390,7 @@ class Claim:
         self.me = me
         self._directory = directory
         self._group = settings.consumer_group + GROUP_SUFFIX
-        self._lock: TextIO | None = None
+        self._lock: DirectoryLock | None = None
         # The describe goes to the group's coordinator over a second connection, which
         # librdkafka opens after reconnect.backoff.ms / 2 (100 ms by default): 2-19 ms
         # instead of 2-57 ms at 10 (measured), unless KAFKA_CONFIG_* says otherwise.
@@ -410,7 +443,7 @@ class Claim:
             self._member.leave()
             self._member = None
         if self._lock is not None:
-            self._lock.close()
+            self._lock.release()
             self._lock = None
 
 

@@ -159,10 +159,45 @@ def test_a_recovery_directory_is_locked_per_process_index(tmp_path: Path) -> Non
             "own recovery directory")
         sibling = lock_recovery_directory(tmp_path, 1)
         assert sibling is not None
-        sibling.close()
+        sibling.release()
     finally:
-        held.close()
+        held.release()
     assert lock_recovery_directory(tmp_path / "missing", 0) is None
+
+
+def test_a_released_lock_leaves_the_directory_as_it_was(tmp_path: Path) -> None:
+    """release() removes the lock file; the next lock takes a fresh one."""
+    (tmp_path / "part-0.sqlite3").touch()
+    first = lock_recovery_directory(tmp_path, 0)
+    assert first is not None and (tmp_path / ".lock-process-0").exists()
+    first.release()
+    assert [p.name for p in tmp_path.iterdir()] == ["part-0.sqlite3"]
+    again = lock_recovery_directory(tmp_path, 0)
+    assert again is not None
+    again.release()
+
+
+def test_a_lock_taken_as_its_file_is_removed_is_taken_again_on_the_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The holder removes the file between our open and our flock: we lock the new file."""
+    import dataflow.instances as instances
+
+    opened: list[Path] = []
+    real_flock = instances.fcntl.flock
+
+    def flock_after_removal(handle: object, flags: int) -> None:
+        if not opened:  # the first attempt: its holder releases (removes) the file now
+            opened.append(tmp_path / ".lock-process-0")
+            os.unlink(tmp_path / ".lock-process-0")
+        real_flock(handle, flags)
+
+    monkeypatch.setattr(instances.fcntl, "flock", flock_after_removal)
+    lock = lock_recovery_directory(tmp_path, 0)
+    assert lock is not None
+    assert (tmp_path / ".lock-process-0").read_text() == (
+        f"pid {os.getpid()} on host {os.uname().nodename}\n")
+    lock.release()
 
 
 def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
@@ -184,4 +219,4 @@ def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
             holder.stdout.close()
     lock = lock_recovery_directory(tmp_path, 0)
     assert lock is not None
-    lock.close()
+    lock.release()

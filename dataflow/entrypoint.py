@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import NoReturn
 
-from dataflow import lifecycle, logs, metrics
+from dataflow import instances, lifecycle, logs, metrics, recovery_guard
 from dataflow.errors import PipelineError
 from dataflow.kafka_config import admin_config, check_client_configs
 from dataflow.kafka_source import describe_partitions, list_partitions
@@ -109,10 +109,15 @@ def start_from_environment() -> Started:
         check_metrics_port(settings.metrics_address, metrics.process_id())
         logs.configure(settings.log_level, settings.log_format)
         check_client_configs(settings)
-        partitions = check_topics(settings)
+        # One running job per CONSUMER_GROUP and recovery directory; the instances group
+        # is described while the topics are checked.
+        with instances.claim(settings) as claim:
+            partitions = check_topics(settings)
+        atexit.register(claim.release)  # a clean exit leaves the group at once
+        new_partitions = recovery_guard.check_recovery_state(settings, partitions)
     except PipelineError as exc:
         _fail(str(exc))
-    recovery = lifecycle.recovery_directory(sys.argv[1:], os.environ)
+    recovery = recovery_guard.recovery_directory()
     lifecycle.install(lifecycle.committed_restart(recovery is not None))
     log.info("starting", settings=settings.describe(), process_id=metrics.process_id())
     if settings.metrics_address:
@@ -121,4 +126,4 @@ def start_from_environment() -> Started:
         except OSError as exc:
             _fail(f"METRICS_ADDRESS: cannot listen on {settings.metrics_address}: {exc}")
     atexit.register(_summarise, settings)
-    return Started(settings, partitions)
+    return Started(settings, partitions, new_partitions)

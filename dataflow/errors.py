@@ -55,3 +55,11 @@ class TopicError(PipelineError):
 
 class LocalKafkaError(PipelineError):
     """The local broker manager could not do what it was asked."""
+
+
+class RecoveryStateError(PipelineError):
+    """The recovery state was written with other settings, another layout or another topic."""
+
+
+class InstanceConflictError(PipelineError):
+    """Another running job uses this job's CONSUMER_GROUP or recovery directory."""

@@ -15,9 +15,6 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "group.id": settings.consumer_group,
-        # An offset that retention removed resumes at the oldest record still there,
-        # never at the end (librdkafka's default), which would skip all that is left.
-        "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
@@ -27,6 +24,12 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # full; with a bounded queue that stalls the partition, so retry soon instead.
         "fetch.queue.backoff.ms": 10,
         **settings.kafka_config,
+        # A position the broker no longer has (retention deleted it, or the log ends before
+        # it) comes back as an _AUTO_OFFSET_RESET consumer error instead of librdkafka moving
+        # on in silence, so the reader counts and reports what was skipped and picks where to
+        # go on (never the end). Readers always assign a concrete offset, so nothing else
+        # resets. After KAFKA_CONFIG_*: another value would skip records without a word.
+        "auto.offset.reset": "error",
     }
 
 

@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -211,14 +211,3 @@ def committed_restart(recovery: bool) -> Callable[[dict[str, str]], dict[str, st
         return env
 
     return adjust
-
-
-def recovery_directory(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
-    """The Bytewax recovery directory of this process: ``-r``/``--recovery-directory`` of
-    bytewax.run, else BYTEWAX_RECOVERY_DIRECTORY; None without recovery."""
-    for index, arg in enumerate(argv):
-        if arg in ("-r", "--recovery-directory") and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith("--recovery-directory="):
-            return arg.partition("=")[2]
-    return environ.get("BYTEWAX_RECOVERY_DIRECTORY") or None

@@ -21,8 +21,19 @@ def iso_utc(epoch_seconds: int) -> str:
 
 @lru_cache(maxsize=1024)
 def version_parts(version: str) -> tuple[int | None, int | None, int | None]:
-    """Major, minor, patch of a dotted version; None where a part is absent or not a number."""
-    parts: list[int | None] = [int(p) if p.isdigit() else None for p in version.split(".")[:3]]
+    """Major, minor, patch of a dotted version; None where a part is absent or not a number.
+
+    A part is a number only when it is 1 to 18 ASCII digits 0-9. Other Unicode digits are
+    not numbers (``str.isdigit()`` accepts ``"²"``, ``"①"`` and the Arabic-Indic ``"\u0661"``;
+    ``int()`` refuses the first two and reads the third as 1), and neither are signs, spaces
+    or underscores. A longer run of ASCII digits is None too, never an error (``int()``
+    refuses more than 4,300 digits): a number of at most 18 digits fits a signed 64-bit
+    integer, so every JSON reader of the output (Java ``long``, Go ``int64``) takes it.
+    """
+    parts: list[int | None] = [
+        int(p) if len(p) <= 18 and p.isascii() and p.isdigit() else None
+        for p in version.split(".")[:3]
+    ]
     parts += [None] * (3 - len(parts))
     return parts[0], parts[1], parts[2]
 

@@ -42,6 +42,50 @@ class FakeRecord:
         return (0, -1) if self._timestamp_ms is None else (1, self._timestamp_ms)
 
 
+class HeadersCalledAgain(BaseException):  # stands for a crash, not an error
+    """``headers()`` was called again on a record whose first call failed: on a real
+    confluent_kafka.Message that returns a list holding a NULL, and touching it crashes
+    the process (a BaseException, so no ``except Exception`` can hide it)."""
+
+
+_HEADERS_FAILED = ("<method 'headers' of 'confluent_kafka.cimpl.Message' objects> returned "
+                   "a result with an exception set")
+
+
+@dataclass(frozen=True)
+class RawHeadersRecord(FakeRecord):
+    """A FakeRecord whose header names are raw bytes, read as confluent-kafka 2.16 reads a
+    real record's (established on the broker, tests/integration/test_odd_records_kafka.py):
+    each name is a C string (cut at its first NUL byte) decoded as UTF-8. When a name is not
+    UTF-8 the first ``headers()`` raises SystemError, caused by the UnicodeDecodeError of
+    the first such name (through a second SystemError when there are more); a second call
+    raises HeadersCalledAgain."""
+
+    raw_headers: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)  # one item per headers() call
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:  # type: ignore[override]
+        self.calls.append(1)
+        read: list[tuple[str, bytes | None]] = []
+        errors: list[UnicodeDecodeError] = []
+        for raw, value in self.raw_headers:
+            try:
+                read.append((raw.split(b"\0", 1)[0].decode("utf-8"), value))
+            except UnicodeDecodeError as exc:
+                errors.append(exc)
+        if errors and len(self.calls) > 1:
+            raise HeadersCalledAgain(_HEADERS_FAILED)
+        if errors:
+            cause: BaseException = errors[0]
+            if len(errors) > 1:
+                inner = SystemError("<class 'UnicodeDecodeError'> returned a result with an "
+                                    "exception set")
+                inner.__cause__ = cause
+                cause = inner
+            raise SystemError(_HEADERS_FAILED) from cause
+        return read or None
+
+
 SAMPLE = {
     "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
     "app_version": "2.3.0",

@@ -2,7 +2,9 @@
 
 ``DeadLetter`` keeps everything Kafka gave: key, value and header values as
 raw bytes (or None), so an export or a replay loses nothing. The ``dlq.*``
-context is read from the headers on demand.
+context is read from the headers on demand. A record whose headers cannot be
+read (a header name that is not UTF-8) keeps its key and value, and the
+``dlq.headers.unreadable`` marker stands for its headers.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from dataflow.deadletters import HEADER_FAILED_AT, HEADER_REPLAY_COUNT
+from dataflow.deadletters import HEADER_FAILED_AT, HEADER_REPLAY_COUNT, original_headers
 from dataflow.dlq.schemes import Origin, is_context, read_origin
 from dataflow.errors import PipelineError
 
@@ -32,10 +34,14 @@ def _text(raw: bytes | None) -> str | None:
 
 
 def _int(raw: bytes | None) -> int | None:
-    try:
-        return None if raw is None else int(raw)
-    except ValueError:
+    """A header's whole number: an optional '-' and 1 to 18 ASCII digits (it fits 64 bits,
+    and the next one too); anything else is None."""
+    if raw is None:
         return None
+    digits = raw.removeprefix(b"-")
+    if not 0 < len(digits) <= 18 or not digits.isdigit():  # bytes.isdigit(): ASCII only
+        return None
+    return int(raw)
 
 
 def parse_time(raw: str, option: str = "time") -> datetime:
@@ -61,11 +67,13 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
     @classmethod
     def from_message(cls, msg: Any) -> DeadLetter:
-        """From a confluent_kafka.Message."""
+        """From a confluent_kafka.Message; its ``headers()`` is called once (see
+        ``dataflow.deadletters.original_headers``)."""
         kind, stamp = msg.timestamp()
+        headers: RecordHeaders = list(original_headers(msg))
         return cls(msg.topic(), msg.partition(), msg.offset(),
                    None if kind == _NO_TIMESTAMP else stamp,
-                   msg.key(), msg.value(), list(msg.headers() or ()))
+                   msg.key(), msg.value(), headers)
 
     def header(self, name: str) -> bytes | None:
         """The last value of a header, or None."""
@@ -120,15 +128,18 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
     @property
     def failed_at(self) -> datetime | None:
-        """When it failed: dlq.failed_at, else (other schemes) the dead letter's timestamp."""
+        """When it failed: dlq.failed_at, else (other schemes) the dead letter's timestamp;
+        None when absent or not a time (also one outside datetime's years 1 to 9999)."""
         raw = _text(self.header(HEADER_FAILED_AT))
-        if raw is None:  # other schemes: when the dead letter was written
-            if self.scheme in ("(none)", "dlq") or self.timestamp_ms is None:
-                return None
-            return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
         try:
+            if raw is None:  # other schemes: when the dead letter was written
+                if self.scheme in ("(none)", "dlq") or self.timestamp_ms is None:
+                    return None
+                return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
             return parse_time(raw).astimezone(UTC)
-        except DlqError:
+        except (DlqError, ValueError, OverflowError, OSError):
+            # OverflowError: e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC;
+            # ValueError, OSError: a Kafka timestamp beyond datetime's range
             return None
 
     @property

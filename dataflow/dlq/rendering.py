@@ -17,7 +17,8 @@ VALUE_LIMIT = 200
 HEADER_LIMIT = 120
 
 
-def _escape_text(text: str) -> str:
+def escape_text(text: str) -> str:
+    """The text with every character that is not printable escaped (\\n, \\x1b, ...)."""
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -53,7 +54,7 @@ def render_bytes(data: bytes | None, *, full: bool = False, limit: int = VALUE_L
         return repr(shown)[2:-1] + _more(len(data) - len(shown))
     shown_text = text if full else text[:limit]
     hidden = len(data) - len(shown_text.encode("utf-8"))
-    return _escape_text(shown_text) + _more(hidden)
+    return escape_text(shown_text) + _more(hidden)
 
 
 def _time(value: datetime | None) -> str:
@@ -65,18 +66,18 @@ def render_record(record: DeadLetter, *, full: bool = False) -> str:
     offset = record.source_offset
     scheme = record.scheme
     lines = [
-        f"{record.topic}[{record.partition}]@{record.offset}  {record.reason}  "
+        f"{record.topic}[{record.partition}]@{record.offset}  {escape_text(record.reason)}  "
         f"failed_at {_time(record.failed_at)}",
-        f"  source   {source_name(record)}@{'?' if offset is None else offset}"
+        f"  source   {escape_text(source_name(record))}@{'?' if offset is None else offset}"
         + ("" if scheme in ("dlq", "(none)") else f" ({scheme})"),
-        f"  detail   {_escape_text(record.detail) or '-'}",
+        f"  detail   {escape_text(record.detail) or '-'}",
         f"  key      [{describe_bytes(record.key)}] {render_bytes(record.key, full=full)}",
         f"  value    [{describe_bytes(record.value)}] {render_bytes(record.value, full=full)}",
     ]
     prefix = "  headers  "
     for name, value in record.headers:
         shown = render_bytes(value, full=full, limit=HEADER_LIMIT)
-        lines.append(f"{prefix}{_escape_text(name)}: {shown}")
+        lines.append(f"{prefix}{escape_text(name)}: {shown}")
         prefix = "           "
     if not record.headers:
         lines.append(f"{prefix}-")
@@ -86,11 +87,12 @@ def render_record(record: DeadLetter, *, full: bool = False) -> str:
 def _table(title: str, rows: list[tuple[str, int]], total: int, note: dict[str, str]) -> list[str]:
     if not rows:
         return []
-    width = max(len(title), *(len(name) for name, _ in rows))
+    shown = [(escape_text(name), name, count) for name, count in rows]  # names from headers
+    width = max(len(title), *(len(text) for text, _, _ in shown))
     lines = ["", f"{title:<{width}}  {'count':>9}  {'share':>6}"]
-    for name, count in rows:
+    for text, name, count in shown:
         about = f"  {note[name]}" if name in note else ""
-        lines.append(f"{name:<{width}}  {count:>9,}  {count / total:>6.1%}{about}")
+        lines.append(f"{text:<{width}}  {count:>9,}  {count / total:>6.1%}{about}")
     return lines
 
 
@@ -110,5 +112,5 @@ def render_summary(summary: Summary, top: int) -> str:
     details = summary.details.most_common(top)
     if details:
         lines += ["", f"most frequent details (top {len(details)})", f"{'count':>9}  detail"]
-        lines += [f"{count:>9,}  {_escape_text(detail) or '-'}" for detail, count in details]
+        lines += [f"{count:>9,}  {escape_text(detail) or '-'}" for detail, count in details]
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaError, Message, Producer
 
 from dataflow.dlq.records import DeadLetter, DlqError
+from dataflow.dlq.rendering import escape_text
 from dataflow.dlq.summary import source_name
 from dataflow.errors import MissingTopicError, SourceError
 from dataflow.kafka_config import producer_config
@@ -77,8 +78,9 @@ def check_destination(settings: Settings, topic: str, dlq_topic: str) -> None:
 
 def _describe(record: DeadLetter) -> str:
     offset = record.source_offset
-    return (f"{record.topic}[{record.partition}]@{record.offset} ({record.reason}, from "
+    text = (f"{record.topic}[{record.partition}]@{record.offset} ({record.reason}, from "
             f"{source_name(record)}@{'?' if offset is None else offset})")
+    return escape_text(text)  # the reason and the topic come from headers
 
 
 class _Router:
@@ -129,7 +131,7 @@ def _walk(records: Iterable[DeadLetter], plan: ReplayPlan, router: _Router,
             result.unroutable += 1
             hold(record)
             if out:
-                print(f"cannot send {_describe(record)}: {why}", file=out)
+                print(f"cannot send {_describe(record)}: {escape_text(why)}", file=out)
             continue
         if key is not None:
             seen.add(key)
@@ -144,7 +146,7 @@ def dry_run(records: Iterable[DeadLetter], plan: ReplayPlan, out: TextIO,
     for topic, record in _walk(records, plan, _Router(plan, check), result, hold, out):
         result.sent += 1
         result.by_topic[topic] = result.by_topic.get(topic, 0) + 1
-        print(f"would send {_describe(record)} to {topic} with replay.count="
+        print(f"would send {_describe(record)} to {escape_text(topic)} with replay.count="
               f"{record.replay_count + 1}", file=out)
     return result
 

@@ -24,6 +24,7 @@ from dataflow.dlq.records import DeadLetter, DlqError, Filters, parse_time
 from dataflow.dlq.rendering import describe_bytes, render_bytes, render_record, render_summary
 from dataflow.dlq.replay import ReplayPlan, dry_run
 from dataflow.dlq.summary import summarize
+from tests.records import RawHeadersRecord
 
 T0 = datetime(2024, 9, 12, 8, 30, tzinfo=UTC)
 
@@ -281,3 +282,61 @@ def test_reason_accepts_our_codes_and_exception_classes() -> None:
     assert args.reason == ["wrong_type", "org.apache.kafka.connect.errors.DataException"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["show", "--reason", "wrongtype"])
+
+
+@pytest.mark.parametrize("raw", [b"0001-01-01T00:00:00+01:00", b"9999-12-31T23:59:59-01:00"])
+def test_failure_time_beyond_the_years_datetime_holds_is_none(raw: bytes) -> None:
+    """A dlq.failed_at that leaves years 1..9999 in UTC is no time, not an OverflowError."""
+    record = DeadLetter("t", 0, 0, None, None, b"x", [(HEADER_REASON, b"x"),
+                                                      (HEADER_FAILED_AT, raw)])
+    assert record.failed_at is None
+    assert Filters(since=T0).matches(record) is False
+
+
+def test_kafka_timestamp_out_of_range_is_no_failure_time() -> None:
+    """Another scheme's record stamped beyond datetime's range has no failure time."""
+    for stamp in (-(2**63), 2**63 - 1):
+        record = DeadLetter("t", 0, 0, stamp, None, b"x", [("__connect.errors.topic", b"t")])
+        assert record.failed_at is None
+
+
+def test_control_characters_from_headers_are_escaped_in_show_summary_and_dry_run() -> None:
+    """A reason or source topic holding ESC or NUL reaches the terminal escaped."""
+    record = DeadLetter("user-login-dlq", 0, 7, None, None, b"x", [
+        (HEADER_REASON, b"\x1b[2Jboom"), (HEADER_SOURCE_TOPIC, b"t\x00"),
+        (HEADER_SOURCE_PARTITION, b"0"), (HEADER_SOURCE_OFFSET, b"1")])
+    assert render_record(record).splitlines()[:2] == [
+        "user-login-dlq[0]@7  \\x1b[2Jboom  failed_at -", "  source   t\\x00[0]@1"]
+    summary = render_summary(summarize("user-login-dlq", [record]), 5)
+    assert "\\x1b[2Jboom" in summary and "t\\x00[0]" in summary
+    assert all(c.isprintable() for c in summary.replace("\n", ""))
+    out = io.StringIO()
+    dry_run([record], ReplayPlan(None, "user-login-dlq", 3), out)
+    assert out.getvalue() == ("would send user-login-dlq[0]@7 (\\x1b[2Jboom, from t\\x00[0]@1) "
+                              "to t\\x00 with replay.count=1\n")
+
+
+def test_record_whose_headers_cannot_be_read_keeps_key_and_value_and_the_marker() -> None:
+    """A dead-letter record with a header name that is not UTF-8 is read, never raised on."""
+    message = RawHeadersRecord(b"v", b"k", _topic="user-login-dlq", _offset=3,
+                               raw_headers=[(b"dlq.reason", b"wrong_type"), (b"\xc3(", b"x")])
+    record = DeadLetter.from_message(message)
+    assert (record.key, record.value, record.offset) == (b"k", b"v", 3)
+    assert record.headers == [
+        ("dlq.headers.unreadable",
+         b"the original headers could not be read and are not kept: a header name is not "
+         b"UTF-8 ('utf-8' codec can't decode byte 0xc3 in position 0: invalid continuation "
+         b"byte)"),
+        ("dlq.headers.unreadable.name", b"\xc3(")]
+    assert (record.reason, record.scheme, record.failed_at) == ("(none)", "(none)", None)
+    assert record.replay_headers() == [(HEADER_REPLAY_COUNT, b"1")]
+    assert import_line(export_line(record)) == record
+    assert len(message.calls) == 1
+
+
+def test_a_replay_count_too_long_for_a_number_counts_as_none() -> None:
+    """replay.count of 4,300 nines (found by Hypothesis: int() takes it, str() of it plus one
+    does not) is no count, and the replay headers are still written."""
+    record = DeadLetter("t", 0, 0, None, None, b"x", [("replay.count", b"9" * 4300)])
+    assert record.replay_count == 0
+    assert record.replay_headers() == [("replay.count", b"1")]

@@ -104,7 +104,13 @@ def test_null_value_dead_letter_stays_null() -> None:
 
 
 def test_version_parts() -> None:
-    """Dotted versions split into numbers; absent or odd parts are None."""
+    """Dotted versions split into numbers; absent, odd, non-ASCII or too long parts are None."""
     assert version_parts("2.3.0") == (2, 3, 0)
     assert version_parts("5") == (5, None, None)
     assert version_parts("1.2.3.4") == (1, 2, 3)
+    assert version_parts("1.\u00b2") == (1, None, None)  # superscript two: isdigit() says yes
+    assert version_parts("\u0661.\u0662") == (None, None, None)  # Arabic-Indic digits
+    assert version_parts("\u2460") == (None, None, None)  # circled digit one
+    assert version_parts("+1.-2. 3") == version_parts("1_0..") == (None, None, None)
+    assert version_parts("9" * 18 + ".0") == (10**18 - 1, 0, None)
+    assert version_parts("9" * 19 + ".1." + "7" * 5000) == (None, 1, None)

@@ -23,9 +23,8 @@ committed offsets. So each process of the job claims its place at start-up:
 - After each assignment (the join runs in the background: the broker may delay it by
   group.initial.rebalance.delay.ms) it looks once more. A conflicting member that is
   there now started at the same moment, and ``must_stop`` decides which one stops.
-- With a recovery directory, it holds an exclusive ``flock`` on ``.lock-process-<K>``
-  there for its whole life (the kernel lets go of it even after kill -9); the file
-  names the pid that holds it.
+- With a recovery directory, it holds ``.lock-process-<K>`` there
+  (``dataflow.recovery_guard.DirectoryLock``) for its whole life.
 
 ``Claim.release`` (at exit) closes the member, which leaves the group at once, so the
 next run is not kept waiting.
@@ -34,7 +33,6 @@ next run is not kept waiting.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -47,7 +45,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any
 
 from confluent_kafka import (
     Consumer,
@@ -62,7 +60,12 @@ from dataflow.errors import InstanceConflictError, kafka_reason
 from dataflow.kafka_config import admin_config
 from dataflow.kafka_source import METADATA_TIMEOUT_S
 from dataflow.logs import get_logger
-from dataflow.recovery_guard import bytewax_option, recovery_directory
+from dataflow.recovery_guard import (
+    DirectoryLock,
+    bytewax_option,
+    lock_recovery_directory,
+    recovery_directory,
+)
 from dataflow.settings import Settings
 
 log = get_logger(__name__)
@@ -191,66 +194,6 @@ def identity(settings: Settings, argv: Sequence[str] | None = None,
                     int(index) if index.isdigit() else 0, os.getpid(), socket.gethostname())
 
 
-class DirectoryLock:
-    """``.lock-process-<index>`` in a recovery directory, held with ``flock`` until
-    ``release`` (or the end of the process: the kernel lets go of it even after kill -9).
-
-    ``release`` removes the file, so a clean run leaves the directory as it found it
-    (deploy/kubernetes's init container refuses a volume with files but no partitions).
-    A process that locked the file just as its holder removed it sees that the path no
-    longer names what it locked, and tries again.
-    """
-
-    def __init__(self, directory: Path, index: int) -> None:
-        self.path = directory / f".lock-process-{index}"
-        while True:
-            handle = self._open()
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                handle.close()
-                msg = (f"recovery directory {directory} is in use by a running job ({holder} "
-                       f"holds {self.path.name}); stop it, or give this job its own recovery "
-                       "directory")
-                raise InstanceConflictError(msg) from exc
-            if self._still_named(handle):
-                break
-            handle.close()
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
-        handle.flush()
-        self._handle: TextIO | None = handle
-
-    def _open(self) -> TextIO:
-        try:
-            return open(self.path, "a+")  # held open until release()
-        except OSError as exc:
-            msg = f"cannot open the lock file {self.path} of the recovery directory: {exc}"
-            raise InstanceConflictError(msg) from exc
-
-    def _still_named(self, handle: TextIO) -> bool:
-        try:
-            return os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
-        except FileNotFoundError:
-            return False
-
-    def release(self) -> None:
-        if self._handle is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            self._handle.close()
-            self._handle = None
-
-
-def lock_recovery_directory(directory: Path, index: int) -> DirectoryLock | None:
-    """Process ``index``'s lock of the recovery directory; None when the directory does not
-    exist (bytewax.run then says what is missing)."""
-    return DirectoryLock(directory, index) if directory.is_dir() else None
-
-
 @dataclass(frozen=True, slots=True)
 class GroupView:
     """A consumer group as described: its members, and whether a rebalance is under way."""
@@ -360,6 +303,7 @@ class _Member:
             members = describe_group(self._admin, self._group + GROUP_SUFFIX).members
         except InstanceConflictError as exc:
             log.warning("instances_check_failed", error=str(exc))
+            self._stop.wait(1.0)
             self._assigned.set()  # look again on the next turn
             return
         own = self._consumer.memberid() or ""
@@ -373,7 +317,8 @@ class _Member:
                 # is rare. Nothing is lost: snapshots cover only confirmed writes.
                 os._exit(2)
             log.warning("instances_raced", group=self._group, other=other.client_id,
-                        hint="started at the same moment; the other one stops")
+                        hint="started at the same moment; the other one stops"
+                        if other.instance else "a client that is not this job joined")
 
     def leave(self) -> None:
         self._stop.set()

@@ -1,4 +1,5 @@
-"""Recovery state carries a fingerprint of what its meaning depends on.
+"""Guards of a recovery directory: a fingerprint of what its state depends on, and one
+process per process index at a time (``DirectoryLock``).
 
 A recovery directory holds Bytewax's ``part-*.sqlite3`` files. Their snapshots mean
 something only with the settings they were written with: windows of
@@ -21,18 +22,24 @@ describes. At start-up:
 
 Several processes of one cluster may share one directory: each file is checked and
 written in one ``BEGIN IMMEDIATE`` transaction, so concurrent first writes serialise.
+Process K of a job holds ``.lock-process-K`` there (``DirectoryLock``, taken by
+``dataflow.instances``), so a second job on the directory is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import socket
 import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from dataflow.errors import RecoveryStateError
+from dataflow.errors import InstanceConflictError, RecoveryStateError
 from dataflow.logs import get_logger
 from dataflow.settings import Settings
 
@@ -152,6 +159,66 @@ def recovery_directory(argv: Sequence[str] | None = None,
     value = bytewax_option(("-r", "--recovery-directory"), "BYTEWAX_RECOVERY_DIRECTORY",
                            argv, environ)
     return Path(value) if value else None
+
+
+class DirectoryLock:
+    """``.lock-process-<index>`` in a recovery directory, held with ``flock`` until
+    ``release`` (or the end of the process: the kernel lets go of it even after kill -9).
+
+    ``release`` removes the file, so a clean run leaves the directory as it found it
+    (deploy/kubernetes's init container refuses a volume with files but no partitions).
+    A process that locked the file just as its holder removed it sees that the path no
+    longer names what it locked, and tries again.
+    """
+
+    def __init__(self, directory: Path, index: int) -> None:
+        self.path = directory / f".lock-process-{index}"
+        while True:
+            handle = self._open()
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                msg = (f"recovery directory {directory} is in use by a running job ({holder} "
+                       f"holds {self.path.name}); stop it, or give this job its own recovery "
+                       "directory")
+                raise InstanceConflictError(msg) from exc
+            if self._still_named(handle):
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+        handle.flush()
+        self._handle: TextIO | None = handle
+
+    def _open(self) -> TextIO:
+        try:
+            return open(self.path, "a+")  # held open until release()
+        except OSError as exc:
+            msg = f"cannot open the lock file {self.path} of the recovery directory: {exc}"
+            raise InstanceConflictError(msg) from exc
+
+    def _still_named(self, handle: TextIO) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self._handle.close()
+            self._handle = None
+
+
+def lock_recovery_directory(directory: Path, index: int) -> DirectoryLock | None:
+    """Process ``index``'s lock of the recovery directory; None when the directory does not
+    exist (bytewax.run then says what is missing)."""
+    return DirectoryLock(directory, index) if directory.is_dir() else None
 
 
 def _check_part(path: Path, wanted: Mapping[str, str], where: str) -> frozenset[int]:

@@ -1,18 +1,12 @@
-"""One running job per CONSUMER_GROUP and recovery directory: identities, who conflicts with
-whom, who stops after a race, the refusal lines and the directory lock (no broker)."""
+"""One running job per CONSUMER_GROUP: identities, who conflicts with whom, how long to wait,
+who stops after a race and the refusal lines (no broker)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from itertools import permutations
 from pathlib import Path
 
-import pytest
-
-from dataflow.errors import InstanceConflictError
 from dataflow.instances import (
     GroupView,
     Instance,
@@ -21,7 +15,6 @@ from dataflow.instances import (
     conflicts,
     identity,
     in_use_line,
-    lock_recovery_directory,
     member_config,
     must_stop,
     parse_client_id,
@@ -143,80 +136,3 @@ def test_a_conflicting_member_is_waited_for_as_long_as_a_dead_one_can_stay() -> 
     assert [still_waiting(t, stable, 6.0) for t in (0.0, 8.9, 9.0)] == [True, True, False]
     assert [still_waiting(t, rebalancing, 6.0) for t in (9.0, 14.9, 15.0)] == [
         True, True, False]
-
-
-def test_a_recovery_directory_is_locked_per_process_index(tmp_path: Path) -> None:
-    """A second lock on the same index is one line naming the directory and the holder's
-    pid; another index locks fine; a missing directory is left to bytewax.run."""
-    held = lock_recovery_directory(tmp_path, 0)
-    assert held is not None
-    try:
-        with pytest.raises(InstanceConflictError) as caught:
-            lock_recovery_directory(tmp_path, 0)
-        assert str(caught.value) == (
-            f"recovery directory {tmp_path} is in use by a running job (pid {os.getpid()} on "
-            f"host {os.uname().nodename} holds .lock-process-0); stop it, or give this job its "
-            "own recovery directory")
-        sibling = lock_recovery_directory(tmp_path, 1)
-        assert sibling is not None
-        sibling.release()
-    finally:
-        held.release()
-    assert lock_recovery_directory(tmp_path / "missing", 0) is None
-
-
-def test_a_released_lock_leaves_the_directory_as_it_was(tmp_path: Path) -> None:
-    """release() removes the lock file; the next lock takes a fresh one."""
-    (tmp_path / "part-0.sqlite3").touch()
-    first = lock_recovery_directory(tmp_path, 0)
-    assert first is not None and (tmp_path / ".lock-process-0").exists()
-    first.release()
-    assert [p.name for p in tmp_path.iterdir()] == ["part-0.sqlite3"]
-    again = lock_recovery_directory(tmp_path, 0)
-    assert again is not None
-    again.release()
-
-
-def test_a_lock_taken_as_its_file_is_removed_is_taken_again_on_the_new_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The holder removes the file between our open and our flock: we lock the new file."""
-    import dataflow.instances as instances
-
-    opened: list[Path] = []
-    real_flock = instances.fcntl.flock
-
-    def flock_after_removal(handle: object, flags: int) -> None:
-        if not opened:  # the first attempt: its holder releases (removes) the file now
-            opened.append(tmp_path / ".lock-process-0")
-            os.unlink(tmp_path / ".lock-process-0")
-        real_flock(handle, flags)
-
-    monkeypatch.setattr(instances.fcntl, "flock", flock_after_removal)
-    lock = lock_recovery_directory(tmp_path, 0)
-    assert lock is not None
-    assert (tmp_path / ".lock-process-0").read_text() == (
-        f"pid {os.getpid()} on host {os.uname().nodename}\n")
-    lock.release()
-
-
-def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
-    """kill -9 of the holder: the kernel lets go of the lock, the next start takes it."""
-    code = ("import sys, time; from pathlib import Path; "
-            "from dataflow.instances import lock_recovery_directory; "
-            "lock = lock_recovery_directory(Path(sys.argv[1]), 0); print('locked', flush=True); "
-            "time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        with pytest.raises(InstanceConflictError, match=f"pid {holder.pid} on host"):
-            lock_recovery_directory(tmp_path, 0)
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
-    lock = lock_recovery_directory(tmp_path, 0)
-    assert lock is not None
-    lock.release()

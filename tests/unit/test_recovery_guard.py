@@ -1,8 +1,11 @@
-"""The recovery state's fingerprint: what is compared, the one-line refusals, the part files."""
+"""The recovery state's fingerprint (what is compared, the one-line refusals, the part files)
+and the directory's lock per process index."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +14,7 @@ from pathlib import Path
 import pytest
 from bytewax.recovery import init_db_dir
 
-from dataflow.errors import RecoveryStateError
+from dataflow.errors import InstanceConflictError, RecoveryStateError
 from dataflow.recovery_guard import (
     PARTITIONS,
     STATE_LAYOUT_VERSION,
@@ -19,6 +22,7 @@ from dataflow.recovery_guard import (
     check_recovery_state,
     fingerprint,
     judge,
+    lock_recovery_directory,
     recovery_directory,
 )
 from dataflow.settings import Settings
@@ -206,3 +210,80 @@ def test_processes_sharing_a_directory_write_the_first_fingerprint_safely(
     assert outcomes == [(0, "[]\n", "")] * 6
     for part in sorted(tmp_path.glob("part-*.sqlite3")):
         assert rows(part) == saved_by()
+
+
+def test_a_recovery_directory_is_locked_per_process_index(tmp_path: Path) -> None:
+    """A second lock on the same index is one line naming the directory and the holder's
+    pid; another index locks fine; a missing directory is left to bytewax.run."""
+    held = lock_recovery_directory(tmp_path, 0)
+    assert held is not None
+    try:
+        with pytest.raises(InstanceConflictError) as caught:
+            lock_recovery_directory(tmp_path, 0)
+        assert str(caught.value) == (
+            f"recovery directory {tmp_path} is in use by a running job (pid {os.getpid()} on "
+            f"host {os.uname().nodename} holds .lock-process-0); stop it, or give this job its "
+            "own recovery directory")
+        sibling = lock_recovery_directory(tmp_path, 1)
+        assert sibling is not None
+        sibling.release()
+    finally:
+        held.release()
+    assert lock_recovery_directory(tmp_path / "missing", 0) is None
+
+
+def test_a_released_lock_leaves_the_directory_as_it_was(tmp_path: Path) -> None:
+    """release() removes the lock file; the next lock takes a fresh one."""
+    (tmp_path / "part-0.sqlite3").touch()
+    first = lock_recovery_directory(tmp_path, 0)
+    assert first is not None and (tmp_path / ".lock-process-0").exists()
+    first.release()
+    assert [p.name for p in tmp_path.iterdir()] == ["part-0.sqlite3"]
+    again = lock_recovery_directory(tmp_path, 0)
+    assert again is not None
+    again.release()
+
+
+def test_a_lock_taken_as_its_file_is_removed_is_taken_again_on_the_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The holder removes the file between our open and our flock: we lock the new file."""
+    import dataflow.recovery_guard as guard
+
+    opened: list[Path] = []
+    real_flock = guard.fcntl.flock
+
+    def flock_after_removal(handle: object, flags: int) -> None:
+        if not opened:  # the first attempt: its holder releases (removes) the file now
+            opened.append(tmp_path / ".lock-process-0")
+            os.unlink(tmp_path / ".lock-process-0")
+        real_flock(handle, flags)
+
+    monkeypatch.setattr(guard.fcntl, "flock", flock_after_removal)
+    lock = lock_recovery_directory(tmp_path, 0)
+    assert lock is not None
+    assert (tmp_path / ".lock-process-0").read_text() == (
+        f"pid {os.getpid()} on host {os.uname().nodename}\n")
+    lock.release()
+
+
+def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
+    """kill -9 of the holder: the kernel lets go of the lock, the next start takes it."""
+    code = ("import sys, time; from pathlib import Path; "
+            "from dataflow.recovery_guard import lock_recovery_directory; "
+            "lock = lock_recovery_directory(Path(sys.argv[1]), 0); print('locked', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(InstanceConflictError, match=f"pid {holder.pid} on host"):
+            lock_recovery_directory(tmp_path, 0)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    lock = lock_recovery_directory(tmp_path, 0)
+    assert lock is not None
+    lock.release()

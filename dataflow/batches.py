@@ -20,18 +20,19 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 from dataflow import metrics
-from dataflow.event_time import Stamps
+from dataflow.event_time import NO_TIME, Stamps
 from dataflow.schemas import Accepted, KafkaRecord, OutRecord, Rejected
 
 
 @dataclass(frozen=True, slots=True)
 class Mark:
     """A partition's watermark and state after a batch, and whether the shards must hear
-    of it (its window or state changed since they last did)."""
+    of it (its window or state changed since they last did); ``newest`` is its clock."""
 
     watermark: int | None
     state: str
     announce: bool = False
+    newest: int = NO_TIME
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class SourceBatch:
     mark: Mark
     through: int
     read_at: float
+    replay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class ValidBatch:
     through: int
     read_at: float
     any_late: bool = False
+    replay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +71,27 @@ class InvalidBatch:
     rejected: list[Rejected]
     through: int
     read_at: float
+    replay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class OutBatch:
-    """Records for Kafka from one batch; ``through`` is the input offset they cover."""
+    """Records for Kafka from one batch; ``through`` is the input offset they cover.
+
+    ``replay``: the batch was read again after a restart in exactly-once mode and its
+    outputs are committed already (it carries no records); ``clock``: the partition's
+    clock after the batch, which the exactly-once sink commits with the offset."""
 
     records: list[OutRecord] = field(default_factory=list)
     through: int = -1
+    replay: bool = False
+    clock: Mark | None = None
+    kind: str = ""
 
 
+# The kind of an OutBatch of window state records (STATE_TOPIC, exactly-once): the counts
+# sink keeps only the last record of each key until its transaction commits.
+STATE = "state"
 # What the partition sink is given: (input partition as text, OutBatch).
 Keyed = tuple[str, OutBatch]
 
@@ -106,6 +120,6 @@ def filter_logins(predicate: Callable[[Accepted], bool] | None,
             return batch
         filtered.inc(len(logins) - len(kept))
         return ValidBatch(batch.partition, batch.partitions, kept, batch.mark, batch.through,
-                          batch.read_at, batch.any_late)
+                          batch.read_at, batch.any_late, batch.replay)
 
     return keep

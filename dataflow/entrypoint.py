@@ -17,8 +17,9 @@ import sys
 from dataclasses import dataclass
 from typing import NoReturn
 
-from dataflow import instances, lifecycle, logs, metrics, recovery_guard
+from dataflow import exactly_once, instances, lifecycle, logs, metrics, recovery_guard
 from dataflow.errors import PipelineError
+from dataflow.exactly_once import Plan
 from dataflow.kafka_config import admin_config, check_client_configs
 from dataflow.kafka_source import describe_partitions, list_partitions
 from dataflow.runner import check_metrics_port
@@ -76,6 +77,7 @@ class Started:
     settings: Settings
     partitions: list[int]
     new_partitions: frozenset[int] = frozenset()
+    plan: Plan | None = None  # exactly-once: where Kafka's transactions left the job
 
     def ready(self) -> None:
         """The flow is built: watch for new partitions, tune the collector."""
@@ -104,6 +106,9 @@ def drawing_only() -> bool:
 
 def start_from_environment() -> Started:
     """Read and check everything; exit 2 with a clear line on failure."""
+    # First, so that its exit runs after every other exit handler (the instance claim's
+    # release, the run summary, the offsets' last commit): atexit runs them in reverse.
+    lifecycle.install(lifecycle.committed_restart(recovery_guard.recovery_directory() is not None))
     try:
         settings = Settings.from_env(os.environ)
         check_metrics_port(settings.metrics_address, metrics.process_id())
@@ -115,10 +120,9 @@ def start_from_environment() -> Started:
             partitions = check_topics(settings)
         atexit.register(claim.release)  # a clean exit leaves the group at once
         new_partitions = recovery_guard.check_recovery_state(settings, partitions)
+        plan = exactly_once.prepare(settings, partitions) if settings.exactly_once else None
     except PipelineError as exc:
         _fail(str(exc))
-    recovery = recovery_guard.recovery_directory()
-    lifecycle.install(lifecycle.committed_restart(recovery is not None))
     log.info("starting", settings=settings.describe(), process_id=metrics.process_id())
     if settings.metrics_address:
         try:
@@ -126,4 +130,4 @@ def start_from_environment() -> Started:
         except OSError as exc:
             _fail(f"METRICS_ADDRESS: cannot listen on {settings.metrics_address}: {exc}")
     atexit.register(_summarise, settings)
-    return Started(settings, partitions, new_partitions)
+    return Started(settings, partitions, new_partitions, plan)

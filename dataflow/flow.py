@@ -24,18 +24,20 @@ once, checks them and Kafka (``dataflow.entrypoint``), and runs ``build_flow``.
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import Sink
 
 from dataflow.batches import InvalidBatch, OutBatch, filter_logins, is_valid
-from dataflow.kafka_sink import KafkaSink
+from dataflow.event_time import ACTIVE, NO_TIME
+from dataflow.exactly_once import metadata
+from dataflow.kafka_sink import counts_sink, partition_sink
 from dataflow.kafka_writer import WorkerWriters
 from dataflow.offsets import OffsetCommitter
 from dataflow.settings import Settings
-from dataflow.shards import SHARD_KEYS
 from dataflow.source import LoginSource
 from dataflow.steps import (
     DeadLetters,
@@ -47,13 +49,23 @@ from dataflow.steps import (
 )
 from dataflow.windows import CountRecords, shard_logic
 
+if TYPE_CHECKING:  # the entrypoint imports nothing of the flow: no import circle
+    from dataflow.entrypoint import Started
+
 
 def build_flow(settings: Settings, source: LoginSource | None = None,
                sink: Sink[tuple[str, OutBatch]] | None = None,
-               counts_sink: Sink[tuple[str, OutBatch]] | None = None) -> Dataflow:
-    """The job's graph; tests pass their own source and sinks."""
+               counts: Sink[tuple[str, OutBatch]] | None = None,
+               started: Started | None = None) -> Dataflow:
+    """The job's graph; tests pass their own source and sinks. ``started``: what start-up
+    found (the input partitions, new ones, and in exactly-once mode the plan)."""
     flow = Dataflow("login-dataflow")
-    source = source or LoginSource(settings)
+    committer = OffsetCommitter(settings)
+    plan = None if started is None else started.plan
+    source = source or LoginSource(
+        settings, partitions=None if started is None else started.partitions,
+        new_partitions=() if started is None else started.new_partitions, plan=plan,
+        opened=_first_commit(committer))
     batches = op.input("read", flow, source)
     parsed = op.flat_map("parse", batches, ParseBatches(settings))
     split = op.branch("split_valid_invalid", parsed, is_valid)
@@ -64,15 +76,21 @@ def build_flow(settings: Settings, source: LoginSource | None = None,
     processed = op.map("enrich", valid, Enrich(settings))
     late = op.map("late_records", valid, LateRecords(settings))
     partials = op.flat_map("partial_counts", valid, PartialCounts(settings))
-    windows = op.stateful_batch("window_shards", partials, shard_logic(settings))
-    counts = op.map("count_records", windows, CountRecords(settings))
+    windows = op.stateful_batch("window_shards", partials,
+                                shard_logic(settings, None if plan is None else plan.states))
+    count_records = op.map("count_records", windows, CountRecords(settings))
     writers = WorkerWriters(settings)
     outputs = op.merge("to_kafka", processed, dead_letters, late)
     op.output("write", outputs,
-              sink or KafkaSink(source.list_parts, writers, OffsetCommitter(settings)))
-    op.output("write_counts", counts,
-              counts_sink or KafkaSink(lambda: list(SHARD_KEYS), writers))
+              sink or partition_sink(settings, source.list_parts, writers, committer, plan))
+    op.output("write_counts", count_records, counts or counts_sink(settings, writers))
     return flow
+
+
+def _first_commit(committer: OffsetCommitter) -> Callable[[int, int], None]:
+    """Exactly-once: a partition that never committed commits where it begins first."""
+    return lambda partition, offset: committer.commit_now(
+        partition, offset, metadata(offset, NO_TIME, ACTIVE))
 
 
 def __getattr__(name: str) -> Dataflow:
@@ -87,8 +105,7 @@ def __getattr__(name: str) -> Dataflow:
         if drawing_only():  # python -m bytewax.visualize: the graph, no Kafka needed
             return build_flow(settings_from_environment())
         job = start_from_environment()
-        flow = build_flow(job.settings, LoginSource(job.settings, partitions=job.partitions,
-                                                    new_partitions=job.new_partitions))
+        flow = build_flow(job.settings, started=job)
         job.ready()
         return flow
     msg = f"module {__name__!r} has no attribute {name!r}"

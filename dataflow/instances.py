@@ -84,7 +84,27 @@ _RETRIABLE = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_
 _REBALANCING = frozenset({ConsumerGroupState.PREPARING_REBALANCING,
                           ConsumerGroupState.COMPLETING_REBALANCING})
 _CLIENT_ID = re.compile(
-    rf"^{APP}/(?P<cluster>[0-9a-f]+)/(?P<index>\d+)/(?P<pid>\d+)@(?P<host>.+)$")
+    rf"^{APP}/(?P<cluster>[0-9a-f]+)/(?P<index>\d+)/(?P<pid>\d+)@(?P<host>[^#]+)"
+    r"(?:#(?P<ns>\d+))?$")
+
+
+def _pid_namespace() -> int:
+    """This process's pid namespace (0 where /proc does not say): pids are comparable only
+    within one."""
+    try:
+        return int(os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]"))
+    except (OSError, ValueError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +115,17 @@ class Instance:
     index: int
     pid: int
     host: str
+    namespace: int = 0  # the pid namespace, 0 when unknown
 
     @property
     def client_id(self) -> str:
-        return f"{APP}/{self.cluster}/{self.index}/{self.pid}@{self.host}"
+        return f"{APP}/{self.cluster}/{self.index}/{self.pid}@{self.host}#{self.namespace}"
+
+    def dead_here(self, me: Instance) -> bool:
+        """Whether it is a process of this machine and pid namespace that no longer exists
+        (killed a moment ago: its membership has not timed out yet)."""
+        return (self.host == me.host and self.namespace == me.namespace != 0
+                and self.pid != me.pid and not _alive(self.pid))
 
     def describe(self) -> str:
         return (f"process {self.index} of cluster {self.cluster}, pid {self.pid} "
@@ -110,7 +137,8 @@ def parse_client_id(client_id: str) -> Instance | None:
     found = _CLIENT_ID.match(client_id)
     if found is None:
         return None
-    return Instance(found["cluster"], int(found["index"]), int(found["pid"]), found["host"])
+    return Instance(found["cluster"], int(found["index"]), int(found["pid"]), found["host"],
+                    int(found["ns"] or 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +163,16 @@ def cluster_id(addresses: str | None, input_topic: str) -> str:
 
 
 def conflicts(me: Instance, members: Iterable[Member], own_member_id: str = "") -> list[Member]:
-    """The members that mean another job: all but this process's own member and the other
-    processes of its cluster."""
+    """The members that mean another job: all but this process's own member, the other
+    processes of its cluster, and processes of this machine that are gone (a kill -9 a
+    moment ago: no need to wait for the session timeout)."""
     found = []
     for member in members:
         other = member.instance
         if member.member_id == own_member_id or (
                 other is not None and other.cluster == me.cluster and other.index != me.index):
+            continue
+        if other is not None and other.dead_here(me):
             continue
         found.append(member)
     return found
@@ -191,7 +222,8 @@ def identity(settings: Settings, argv: Sequence[str] | None = None,
             addresses = ";".join(Path(env["BYTEWAX_HOSTFILE_PATH"]).read_text().split())
     index = bytewax_option(("-i", "--process-id"), "BYTEWAX_PROCESS_ID", argv, env) or ""
     return Instance(cluster_id(addresses, settings.input_topic),
-                    int(index) if index.isdigit() else 0, os.getpid(), socket.gethostname())
+                    int(index) if index.isdigit() else 0, os.getpid(), socket.gethostname(),
+                    _pid_namespace())
 
 
 @dataclass(frozen=True, slots=True)

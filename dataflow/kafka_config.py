@@ -46,15 +46,24 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def transactional_config(settings: Settings) -> dict[str, Any]:
+    """The producer of exactly-once mode: a transaction may stay open as long as a write may
+    be retried (librdkafka requires message.timeout.ms <= transaction.timeout.ms)."""
+    return {**producer_config(settings),
+            "transaction.timeout.ms": max(settings.delivery_timeout_ms, 60_000)}
+
+
 def admin_config(settings: Settings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_config}
 
 
 def check_client_configs(settings: Settings) -> None:
     """Build (and drop) a consumer and a producer so a bad property fails at start-up."""
+    producer = (transactional_config(settings) if settings.exactly_once
+                else producer_config(settings))
     for kind, factory, config in (
         ("consumer", Consumer, consumer_config(settings)),
-        ("producer", Producer, producer_config(settings)),
+        ("producer", Producer, producer),
     ):
         try:
             client = factory(config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -53,6 +54,17 @@ class OffsetCommitter:
         except KafkaException as exc:
             log.warning("commit_failed", topic=self._topic, partition=partition, offset=offset,
                         error=str(exc))
+
+    def group_metadata(self) -> Any:
+        """CONSUMER_GROUP's metadata for ``send_offsets_to_transaction`` (exactly-once)."""
+        return self._client().consumer_group_metadata()
+
+    def commit_now(self, partition: int, offset: int, metadata: str) -> None:
+        """Commit ``offset`` with ``metadata`` synchronously (exactly-once: where a partition
+        that never committed begins, before it writes anything)."""
+        self._client().commit(
+            offsets=[TopicPartition(self._topic, partition, offset, metadata=metadata)],
+            asynchronous=False)
 
     def close(self) -> None:
         """Commit every partition's last offset synchronously, then close (at exit)."""

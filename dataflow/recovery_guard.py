@@ -47,7 +47,7 @@ log = get_logger(__name__)
 
 STATE_LAYOUT_VERSION = 2
 """Bump when the shape of any saved state changes (the source partition's
-``SavedPartition``, ``dataflow.event_time.ClockState``, ``dataflow.windows.ShardState``,
+``SavedPartition``, ``dataflow.event_time.ClockState``, ``dataflow.shards.ShardState``,
 ``dataflow.shards.ShardUpdate``). 2: the graph redesign moved the clock and the shard
 updates to other modules (pickled by their module path).
 a recovery directory written with another layout is then refused at start-up instead of

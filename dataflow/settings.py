@@ -90,6 +90,10 @@ def _topic(raw: str) -> str:
     return raw
 
 
+def _optional_topic(raw: str) -> str:
+    return _topic(raw) if raw.strip() else ""
+
+
 def _bootstrap(raw: str) -> str:
     hosts = [h.strip() for h in raw.split(",") if h.strip()]
     if not hosts:
@@ -239,6 +243,14 @@ SPECS: tuple[Spec, ...] = (
     Spec("CONSUMER_QUEUE_KBYTES", "consumer_queue_kbytes", "1024",
          "librdkafka prefetch bound per partition (queued.max.messages.kbytes).",
          _int_at_least(1)),
+    Spec("PROCESSING_GUARANTEE", "processing_guarantee", "at-least-once",
+         "at-least-once (a crash writes the records read since the last epoch again) or "
+         "exactly-once (Kafka transactions: consumers reading with "
+         "isolation.level=read_committed see every output once; docs/exactly-once.md).",
+         _choice("at-least-once", "exactly-once")),
+    Spec("STATE_TOPIC", "state_topic", "",
+         "Exactly-once only: compacted topic of the window shards' state, created by the job "
+         "if missing; empty: <CONSUMER_GROUP>-window-state.", _optional_topic),
     Spec("DELIVERY_TIMEOUT_MS", "delivery_timeout_ms", "120000",
          "How long a write may be retried before the job stops (delivery.timeout.ms).",
          _int_at_least(1000)),
@@ -314,6 +326,8 @@ class Settings:
     consumer_group: str = "login-dataflow"
     source_batch_size: int = 2000
     consumer_queue_kbytes: int = 1024
+    processing_guarantee: str = "at-least-once"
+    state_topic: str = ""
     delivery_timeout_ms: int = 120_000
     run_summary_dir: Path | None = None
     metrics_address: str = ""
@@ -338,6 +352,17 @@ class Settings:
         if errors:
             raise SettingsError("; ".join(errors))
         return cls(kafka_config=kafka_config, **values)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly-once"
+
+    @property
+    def window_state_topic(self) -> str:
+        """STATE_TOPIC, or one named after CONSUMER_GROUP (characters a topic name cannot
+        hold become '_')."""
+        return self.state_topic or re.sub(r"[^A-Za-z0-9._-]", "_",
+                                          f"{self.consumer_group}-window-state")[:249]
 
     def describe(self) -> dict[str, Any]:
         """The settings as a printable mapping, secrets masked."""

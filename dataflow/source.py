@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from dataflow import lifecycle
 from dataflow.batches import Mark, SourceBatch
 from dataflow.event_time import ACTIVE, FINISHED, IDLE, NO_STAMPS, ClockState, PartitionClock
+from dataflow.exactly_once import Plan, Resume
 from dataflow.kafka_source import PartitionReader, list_partitions
 from dataflow.logs import get_logger
 from dataflow.schemas import KafkaRecord
@@ -69,7 +71,8 @@ ReaderFactory = Callable[[Settings, int, "int | None"], Reader]
 
 class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
     def __init__(self, settings: Settings, partition: int, partitions: int,
-                 clock: ClockState | None, opening: Future[Reader]) -> None:
+                 clock: ClockState | None, opening: Future[Reader],
+                 resume: Resume | None = None) -> None:
         self._partition = partition
         self._partitions = partitions
         self._opening = opening
@@ -82,6 +85,10 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
         self._through: int | None = None  # the position the last batch carried
         self._finished = False
         self._pause: timedelta | None = None
+        # Exactly-once: batches up to ``committed`` are read again (outputs written
+        # already), and none may straddle a point where a window shard stands.
+        self._committed = -1 if resume is None else resume.committed
+        self._cuts = deque(() if resume is None else resume.boundaries)
 
     @property
     def _reader(self) -> Reader:
@@ -98,7 +105,7 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
         if records:
             self._pause = None
             self._quiet_since = time.monotonic()
-            stamps = clock.stamp(records, read_at)
+            stamps = NO_STAMPS if self._cuts else clock.stamp(records, read_at)
         else:
             self._pause = (FIRST_EMPTY_PAUSE if self._pause is None
                            else min(self._pause * 2, LONGEST_EMPTY_PAUSE))
@@ -106,6 +113,8 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
             if (clock.state == ACTIVE and reader.caught_up()
                     and time.monotonic() - self._quiet_since >= self._idle_after):
                 clock.state = IDLE  # caught up and quiet: stop holding windows back
+        if self._cuts and records:
+            return self._cut(records, reader.position, read_at, reader.done)
         if reader.done:
             clock.state = FINISHED
             self._finished = True
@@ -114,7 +123,36 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
             return []
         self._through = reader.position
         return [SourceBatch(self._partition, self._partitions, records, stamps, mark,
-                            reader.position, read_at)]
+                            reader.position, read_at, reader.position <= self._committed)]
+
+    def _cut(self, records: list[KafkaRecord], position: int, read_at: float,
+             done: bool) -> list[SourceBatch]:
+        """Exactly-once replay: the records as batches that end where a shard stands (a
+        finished partition says so with its last one)."""
+        pieces: list[tuple[list[KafkaRecord], int]] = []
+        cuts, rest = self._cuts, records
+        while rest and cuts:
+            cut = cuts[0]
+            index = next((i for i, r in enumerate(rest)
+                          if r.offset() >= cut), len(rest))  # type: ignore[operator]
+            if index == len(rest) and cut > position:
+                break  # the next cut is further on
+            if index:
+                pieces.append((rest[:index], cut))
+            rest = rest[index:]
+            cuts.popleft()
+        if rest:
+            pieces.append((rest, position))
+        out = []
+        for index, (piece, through) in enumerate(pieces):
+            stamps = self._clock.stamp(piece, read_at)
+            if done and index == len(pieces) - 1:
+                self._clock.state = FINISHED
+                self._finished = True
+            out.append(SourceBatch(self._partition, self._partitions, piece, stamps,
+                                   self._mark(), through, read_at, through <= self._committed))
+        self._through = position
+        return out
 
     def _mark(self) -> Mark:
         """The watermark and state, announced to every shard when its window or it changed."""
@@ -122,7 +160,7 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
         now = (None if watermark is None else watermark // self._window, state)
         announce = now != self._announced
         self._announced = now
-        return Mark(watermark, state, announce)
+        return Mark(watermark, state, announce, self._clock.newest)
 
     def next_awake(self) -> datetime | None:
         return None if self._pause is None else datetime.now(UTC) + self._pause
@@ -141,15 +179,21 @@ class LoginSource(FixedPartitionedSource[SourceBatch, SavedPartition]):
     ``new_partitions`` are partitions the topic gained since the recovery state was
     written: without saved state they start at their beginning, whatever
     STARTING_OFFSET says (their records arrived while the job ran, or was down).
+    In exactly-once mode ``plan`` says where each partition resumes
+    (``dataflow.exactly_once``), Bytewax's saved state is not used, and ``opened``
+    is told where a partition that never committed begins (the offset it reads first).
     """
 
     def __init__(self, settings: Settings, make_reader: ReaderFactory = PartitionReader,
                  partitions: list[int] | None = None,
-                 new_partitions: Collection[int] = ()) -> None:
+                 new_partitions: Collection[int] = (), plan: Plan | None = None,
+                 opened: Callable[[int, int], None] | None = None) -> None:
         self._settings = settings
         self._make_reader = make_reader
         self._partitions = partitions
         self._new = frozenset(new_partitions)
+        self._plan = plan
+        self._opened = opened
         # Each partition's reader (a consumer, and its offsets from the broker: about 10 ms
         # each) is opened in the background as the partition is built, so the first
         # partition reads without waiting for all of them to open.
@@ -165,11 +209,25 @@ class LoginSource(FixedPartitionedSource[SourceBatch, SavedPartition]):
                    resume_state: SavedPartition | None) -> _LoginPartition:
         partition = int(for_part)
         count = max(int(p) for p in self.list_parts()) + 1
+        resume = None
+        if self._plan is not None:  # exactly-once: where Kafka's transactions left it
+            resume = self._plan.resumes.get(partition)
+            resume_state = None if resume is None else (resume.start, resume.clock)
         offset, clock = (None, None) if resume_state is None else resume_state
         settings = self._settings
         if resume_state is None and partition in self._new:
             settings = dataclasses.replace(settings, starting_offset="earliest")
             log.info("new_partition_from_its_start", topic=settings.input_topic,
                      partition=partition)
-        opening = self._opener.submit(self._make_reader, settings, partition, offset)
-        return _LoginPartition(self._settings, partition, count, clock, opening)
+        opening = self._opener.submit(self._open, settings, partition, offset,
+                                      resume is None)
+        return _LoginPartition(self._settings, partition, count, clock, opening, resume)
+
+    def _open(self, settings: Settings, partition: int, offset: int | None,
+              fresh: bool) -> Reader:
+        reader = self._make_reader(settings, partition, offset)
+        if self._plan is not None and fresh:
+            self._plan.firsts[partition] = reader.position
+            if self._opened is not None:
+                self._opened(partition, reader.position)
+        return reader

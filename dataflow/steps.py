@@ -90,8 +90,9 @@ class ParseBatches:
                 else:
                     accepted.append(result)  # type: ignore[arg-type]
         return [ValidBatch(batch.partition, batch.partitions, accepted, batch.mark,
-                           batch.through, batch.read_at, bool(late)),
-                InvalidBatch(batch.partition, rejected, batch.through, batch.read_at)]
+                           batch.through, batch.read_at, bool(late), batch.replay),
+                InvalidBatch(batch.partition, rejected, batch.through, batch.read_at,
+                             batch.replay)]
 
 
 def locale_allowed(settings: Settings) -> Callable[[Accepted], bool] | None:
@@ -111,6 +112,8 @@ class Enrich:
         self._from_topic = (HEADER_FROM_TOPIC, settings.input_topic.encode())
 
     def __call__(self, batch: ValidBatch) -> Keyed:
+        if batch.replay:  # written before a restart (exactly-once): nothing to do again
+            return str(batch.partition), OutBatch([], batch.through, True, batch.mark)
         processed_at = datetime.fromtimestamp(batch.read_at, UTC).isoformat(timespec="milliseconds")
         topic, encode = self._topic, ENCODER.encode
         from_topic = self._from_topic
@@ -125,7 +128,7 @@ class Enrich:
                     written if kind and written >= 0 else None))
         if out:
             metrics.PROCESSED.inc(len(out))
-        return str(batch.partition), OutBatch(out, batch.through)
+        return str(batch.partition), OutBatch(out, batch.through, False, batch.mark)
 
 
 class DeadLetters:
@@ -137,7 +140,7 @@ class DeadLetters:
 
     def __call__(self, batch: InvalidBatch) -> Keyed:
         out: list[OutRecord] = []
-        if batch.rejected:
+        if batch.rejected and not batch.replay:
             failed_at = datetime.fromtimestamp(batch.read_at, UTC)
             for one in batch.rejected:
                 source = one.source
@@ -147,7 +150,7 @@ class DeadLetters:
                             written if kind and written >= 0 else None))
             for reason, n in Tally(one.reason for one in batch.rejected).items():
                 metrics.DEAD_LETTERED.labels(reason).inc(n)
-        return str(batch.partition), OutBatch(out, batch.through)
+        return str(batch.partition), OutBatch(out, batch.through, batch.replay)
 
 
 class _Tallies:
@@ -181,7 +184,7 @@ class LateRecords:
 
     def __call__(self, batch: ValidBatch) -> Keyed:
         out: list[OutRecord] = []
-        if batch.any_late:
+        if batch.any_late and not batch.replay:
             key_of = self._tallies.key_of
             tally: dict[tuple[Any, ...], int] = {}
             for login in batch.logins:
@@ -192,7 +195,7 @@ class LateRecords:
             for (start, name, value), n in self._tallies.by_field(tally).items():
                 metrics.LATE.labels(name).inc(n)
                 out.append(late_count_record(self._topic, start, length, name, value, n))
-        return str(batch.partition), OutBatch(out, batch.through)
+        return str(batch.partition), OutBatch(out, batch.through, batch.replay)
 
 
 class PartialCounts:
@@ -202,6 +205,9 @@ class PartialCounts:
 
     def __init__(self, settings: Settings) -> None:
         self._tallies = _Tallies(settings)
+        # Exactly-once: every shard hears of every batch, so each knows how far it has
+        # applied every partition (what a restart must read again, dataflow.exactly_once).
+        self._every_shard = settings.exactly_once
 
     def __call__(self, batch: ValidBatch) -> list[tuple[str, ShardUpdate]]:
         key_of = self._tallies.key_of
@@ -219,8 +225,9 @@ class PartialCounts:
         for (start, name, value), n in self._tallies.by_field(tally).items():
             by_shard.setdefault(shard_key(name, value), []).append((start, name, value, n))
         mark = batch.mark
-        shards: Iterable[str] = SHARD_KEYS if mark.announce else by_shard
+        shards: Iterable[str] = SHARD_KEYS if mark.announce or self._every_shard else by_shard
         return [(shard, ShardUpdate(batch.partition, batch.partitions, mark.watermark,
-                                    mark.state, tuple(by_shard.get(shard, ()))))
+                                    mark.state, tuple(by_shard.get(shard, ())), shard,
+                                    batch.through, mark.newest))
                 for shard in shards]
 

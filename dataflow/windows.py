@@ -36,18 +36,18 @@ earlier one, also in a compacted topic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
 from bytewax.operators import StatefulBatchLogic
 
-from dataflow import lifecycle, metrics
-from dataflow.batches import OutBatch
+from dataflow import changelog, lifecycle, metrics
+from dataflow.batches import STATE, OutBatch
 from dataflow.event_time import ACTIVE
 from dataflow.schemas import ENCODER, WindowCount
 from dataflow.settings import Settings
-from dataflow.shards import ShardUpdate
+from dataflow.shards import ShardChange, ShardState, ShardUpdate
 from dataflow.transforms import count_key, iso_utc, late_count_record
 
 
@@ -70,16 +70,8 @@ class ShardLate(msgspec.Struct, frozen=True, array_like=True, gc=False):
     count: int
 
 
-ShardOut = WindowTotal | ShardLate
 
-
-class ShardState(msgspec.Struct, gc=False):
-    """Everything one shard keeps: the partitions' marks and its open windows."""
-
-    partitions: int = 0
-    marks: dict[int, tuple[int | None, str]] = msgspec.field(default_factory=dict)
-    written_through: int | None = None
-    windows: dict[int, dict[tuple[str, str], int]] = msgspec.field(default_factory=dict)
+ShardOut = WindowTotal | ShardLate | ShardChange
 
 
 def job_watermark(partitions: int, marks: dict[int, tuple[int | None, str]]) -> int | None:
@@ -93,25 +85,44 @@ def job_watermark(partitions: int, marks: dict[int, tuple[int | None, str]]) -> 
 
 
 class ShardWindows:
-    """The open windows of one shard (pure logic, tested without Bytewax)."""
+    """The open windows of one shard (pure logic, tested without Bytewax).
 
-    def __init__(self, length: int, state: ShardState | None = None) -> None:
+    In exactly-once mode each partition's batches are applied once, whatever is read
+    again after a restart: a batch whose ``through`` is not past the last one applied
+    from its partition adds no counts (its marks still count when it is the same
+    batch's idle or finished news), and what changed is kept for ``change()``.
+    """
+
+    def __init__(self, length: int, state: ShardState | None = None,
+                 exactly_once: bool = False) -> None:
         self.length = length
         self.state = state or ShardState()
+        self.exactly_once = exactly_once
+        self._changed: set[tuple[int, str, str]] = set()
 
     def apply(self, updates: Iterable[ShardUpdate]) -> list[ShardOut]:
         """Add partial counts, record watermarks, write the windows the watermark passed."""
         s, length = self.state, self.length
         late: list[ShardOut] = []
         for update in updates:
+            counts = update.counts
+            if self.exactly_once:
+                seen = s.applied.get(update.partition)
+                if seen is not None and update.through <= seen[0]:
+                    if update.through < seen[0]:
+                        continue  # applied before a restart: read again, applied once
+                    counts = ()
+                s.applied[update.partition] = (update.through, update.newest, update.state)
             through = s.written_through
-            for start, field, value, n in update.counts:
+            for start, field, value, n in counts:
                 if through is not None and start + length <= through:
                     late.append(ShardLate(start, field, value, n))
                     continue
                 window = s.windows.setdefault(start, {})
                 key = (field, value)
                 window[key] = window.get(key, 0) + n
+                if self.exactly_once:
+                    self._changed.add((start, field, value))
             s.marks[update.partition] = (update.watermark, update.state)
             s.partitions = max(s.partitions, update.partitions)
         mark = job_watermark(s.partitions, s.marks)
@@ -132,22 +143,52 @@ class ShardWindows:
             window = s.windows.pop(start) if final else s.windows[start]
             out.extend(WindowTotal(start, field, value, n, final)
                        for (field, value), n in sorted(window.items()))
+            if final and self.exactly_once:
+                self._changed.update((start, field, value) for field, value in window)
         return out
+
+    def change(self, shard: str) -> ShardChange:
+        """What changed since the last call: the bookkeeping, and each changed count
+        (None for a window written and dropped)."""
+        s = self.state
+        counts = tuple((start, field, value, s.windows.get(start, {}).get((field, value)))
+                       for start, field, value in sorted(self._changed))
+        self._changed = set()
+        return ShardChange(shard, ShardState(s.partitions, dict(s.marks), s.written_through,
+                                             {}, dict(s.applied)), counts)
 
     def snapshot(self) -> ShardState:
         s = self.state
         return ShardState(s.partitions, dict(s.marks), s.written_through,
-                          {start: dict(counts) for start, counts in s.windows.items()})
+                          {start: dict(counts) for start, counts in s.windows.items()},
+                          dict(s.applied))
 
 
 class ShardLogic(StatefulBatchLogic[ShardUpdate, ShardOut, ShardState]):
-    """Bytewax glue: one shard's windows; no timers (updates drive everything)."""
+    """Bytewax glue: one shard's windows; no timers (updates drive everything).
 
-    def __init__(self, length: int, resume: ShardState | None) -> None:
-        self.windows = ShardWindows(length, resume)
+    In exactly-once mode (``restored`` given) the shard's state is the one its last
+    committed transaction left in STATE_TOPIC, not Bytewax's snapshot: it is taken
+    with the first batch (which names the shard), and every batch ends with the
+    shard's ``ShardChange`` for the counts sink to write in the same transaction.
+    """
+
+    def __init__(self, length: int, resume: ShardState | None,
+                 restored: Mapping[str, ShardState] | None = None) -> None:
+        self._restored = restored
+        self._shard: str | None = None
+        self.windows = ShardWindows(length, None if restored is not None else resume,
+                                    exactly_once=restored is not None)
 
     def on_batch(self, values: list[ShardUpdate]) -> tuple[Iterable[ShardOut], bool]:
-        return self.windows.apply(values), StatefulBatchLogic.RETAIN
+        if self._restored is None:
+            return self.windows.apply(values), StatefulBatchLogic.RETAIN
+        if self._shard is None:
+            self._shard = values[0].shard
+            self.windows.state = self._restored.get(self._shard) or ShardState()
+        out = self.windows.apply(values)
+        out.append(self.windows.change(self._shard))
+        return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[ShardOut], bool]:
         if lifecycle.stop_requested():  # stopped before the end: the windows stay open
@@ -170,22 +211,26 @@ class CountRecords:
         self._counts = settings.counts_topic
         self._late = settings.late_topic
         self._length = settings.window_seconds
+        self._state_topic = settings.window_state_topic
 
     def __call__(self, item: tuple[str, ShardOut]) -> tuple[str, OutBatch]:
         shard, out = item
+        if type(out) is ShardChange:
+            return shard, OutBatch(changelog.records(self._state_topic, out), kind=STATE)
         if type(out) is WindowTotal:
             metrics.WINDOWS_WRITTEN.labels("true" if out.final else "false").inc()
             record = WindowCount(iso_utc(out.start), iso_utc(out.start + self._length),
                                  out.field, out.value, out.count, out.final)
             return shard, OutBatch([(self._counts, count_key(out.field, out.value, out.start),
                                      ENCODER.encode(record), None, None)])
+        assert type(out) is ShardLate
         metrics.LATE.labels(out.field).inc(out.count)
         return shard, OutBatch([late_count_record(self._late, out.start, self._length,
                                                   out.field, out.value, out.count)])
 
 
-def shard_logic(settings: Settings) -> Any:
-    """The builder ``op.stateful_batch`` calls with each shard's saved state."""
+def shard_logic(settings: Settings, restored: Mapping[str, ShardState] | None = None) -> Any:
+    """The builder ``op.stateful_batch`` calls with each shard's saved state; in
+    exactly-once mode ``restored`` holds the states read from STATE_TOPIC."""
     length = settings.window_seconds
-    return lambda resume: ShardLogic(length, resume)
-
+    return lambda resume: ShardLogic(length, resume, restored)

@@ -71,3 +71,28 @@ def consume_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Mes
         return out
     finally:
         consumer.close()
+
+
+def consume_committed(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Message]:
+    """Every committed record of a topic (read_committed: aborted records and transaction
+    markers skipped), from the beginning to the end of each partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-committed",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        out: list[Message] = []
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(at_end) < len(partitions):
+            assert time.monotonic() < deadline, f"timed out reading {topic}"
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is not None:
+                    assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                    at_end.add(msg.partition())
+                    continue
+                out.append(msg)
+        return out
+    finally:
+        consumer.close()

@@ -13,10 +13,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from bytewax.outputs import StatefulSinkPartition
+
 from dataflow.flow import build_flow
-from dataflow.kafka_sink import KafkaSink
+from dataflow.kafka_sink import KafkaSink, counts_sink
 from dataflow.settings import Settings
-from dataflow.shards import SHARD_KEYS
 from dataflow.source import LoginSource
 from tests.records import FakeRecord, ListReader, login_bytes
 
@@ -50,28 +51,28 @@ class _Writers:
         return _Writer()
 
 
-class _Committer:
-    def commit(self, partition: int, offset: int) -> None:
-        pass
-
-
 class _Source(LoginSource):
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> Any:
         _note("source", for_part)
         return super().build_part(step_id, for_part, resume_state)
 
 
-class _Sink(KafkaSink):
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> Any:
-        if self._committer is not None:  # the partition sink, not the counts sink
-            _note("sink", for_part)
-        return super().build_part(step_id, for_part, resume_state)
+def _noted(for_part: str) -> Any:
+    _note("sink", for_part)
+    return _Partition()
+
+
+class _Partition(StatefulSinkPartition[Any, None]):
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+    def snapshot(self) -> None:
+        pass
 
 
 SETTINGS = Settings()
 RECORDS = {p: [FakeRecord(login_bytes(), _partition=p, _offset=0)] for p in range(PARTITIONS)}
 SOURCE = _Source(SETTINGS, lambda _s, p, resume: ListReader(RECORDS[p], 10, resume or 0),
                  partitions=list(RECORDS))
-flow = build_flow(SETTINGS, SOURCE,
-                  _Sink(SOURCE.list_parts, _Writers(), _Committer()),  # type: ignore[arg-type]
-                  _Sink(lambda: list(SHARD_KEYS), _Writers()))  # type: ignore[arg-type]
+flow = build_flow(SETTINGS, SOURCE, KafkaSink(SOURCE.list_parts, _noted),
+                  counts_sink(SETTINGS, _Writers()))  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflow.localkafka import LocalKafka
 from dataflow.localkafka.layout import CONTROLLER_PORT_OFFSET
+from tests.integration.outcomes import login_stream
+from tests.kafka_io import produce_all
 
 _QUIET = logging.getLogger("tests.watcher.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
@@ -291,3 +294,36 @@ def run_job(bootstrap: str, topics: dict[str, str], processes: int, summaries: P
     done = subprocess.run(cmd, cwd=ROOT, env=job_env(bootstrap, topics, summaries, **overrides),
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+class Feeder:
+    """``records`` records of ``login_stream`` written to a 3-partition input topic in the
+    background, ``rate`` a second."""
+
+    def __init__(self, bootstrap: str, topic: str, records: int, rate: int) -> None:
+        self.topic = topic
+        self._seconds = records / rate
+        self._rate = rate
+        stream, self.expect = login_stream(records)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write, args=(bootstrap, stream),
+                                        daemon=True)
+        self._thread.start()
+
+    def _write(self, bootstrap: str, records: list[tuple[bytes, bytes | None, int]]) -> None:
+        try:
+            produce_all(bootstrap, self.topic, records, per_second=self._rate)
+        except BaseException as exc:  # reported by finish(), in the test's thread
+            self._error = exc
+
+    @property
+    def done(self) -> bool:
+        """Whether all of the input is written."""
+        return not self._thread.is_alive()
+
+    def finish(self) -> None:
+        """Wait until all of the input is written; fail the test if it could not be."""
+        self._thread.join(self._seconds + 60)
+        assert not self._thread.is_alive(), "the input was not written within a minute"
+        if self._error is not None:
+            raise self._error

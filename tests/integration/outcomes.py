@@ -88,6 +88,11 @@ class Expected:
     def written(self) -> int:
         return len(self.good) + len(self.bad)
 
+    @property
+    def consumed(self) -> int:
+        """Input records: written, or filtered."""
+        return self.written + len(self.filtered)
+
 
 def login_stream(n: int) -> tuple[list[tuple[bytes, bytes | None, int]], Expected]:
     """n records round-robin over 3 partitions: mostly good, 1 in 41 bad, 1 in 29 filtered."""

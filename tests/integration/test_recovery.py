@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.jobs import (
+    Feeder,
     Job,
     Watcher,
     create_topics,
@@ -35,11 +35,9 @@ from tests.integration.outcomes import (
     Outputs,
     check_nothing_lost,
     final_counts,
-    login_stream,
     read_outputs,
     summed,
 )
-from tests.kafka_io import produce_all
 
 pytestmark = pytest.mark.slow
 
@@ -54,37 +52,11 @@ SNAPSHOT_S = 1
 REPLAY_BOUND_S = 3 * SNAPSHOT_S
 
 
-class Feeder:
-    """RECORDS records written to a 3-partition input topic in the background, at RATE a
-    second."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
-        records, self.expect = login_stream(RECORDS)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._write, args=(bootstrap, records),
-                                        daemon=True)
-        self._thread.start()
-
-    def _write(self, bootstrap: str, records: list[tuple[bytes, bytes | None, int]]) -> None:
-        try:
-            produce_all(bootstrap, self.topic, records, per_second=RATE)
-        except BaseException as exc:  # reported by finish(), in the test's thread
-            self._error = exc
-
-    def finish(self) -> None:
-        """Wait until all of the input is written; fail the test if it could not be."""
-        self._thread.join(RECORDS / RATE + 60)
-        assert not self._thread.is_alive(), "the input was not written within a minute"
-        if self._error is not None:
-            raise self._error
-
-
 @pytest.fixture
 def fed_input(kafka_bootstrap: str) -> Iterator[Feeder]:
     """An input topic being written while the test runs."""
     topic = create_topics(kafka_bootstrap, partitions=PARTITIONS)[0]
-    feeder = Feeder(kafka_bootstrap, topic)
+    feeder = Feeder(kafka_bootstrap, topic, RECORDS, RATE)
     yield feeder
     feeder.finish()
     delete_topics(kafka_bootstrap, [topic])

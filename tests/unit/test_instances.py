@@ -4,6 +4,8 @@ who stops after a race and the refusal lines (no broker)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from itertools import permutations
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from dataflow.instances import (
     GroupView,
     Instance,
     Member,
+    _pid_namespace,
     cluster_id,
     conflicts,
     identity,
@@ -32,8 +35,9 @@ def member_of(instance: Instance, member_id: str = "") -> Member:
 
 
 def test_client_id_names_the_cluster_process_pid_and_host_and_reads_back() -> None:
-    """login-dataflow/<cluster>/<index>/<pid>@<host>; another client's id reads as None."""
-    assert ME.client_id == "login-dataflow/ab12cd34/0/4242@host-a"
+    """login-dataflow/<cluster>/<index>/<pid>@<host>#<pid namespace>; another client's id
+    reads as None."""
+    assert ME.client_id == "login-dataflow/ab12cd34/0/4242@host-a#0"
     assert parse_client_id(ME.client_id) == ME
     assert parse_client_id("login-dataflow/ab12cd34/3/7@pod-3.svc.local") == Instance(
         "ab12cd34", 3, 7, "pod-3.svc.local")
@@ -136,3 +140,17 @@ def test_a_conflicting_member_is_waited_for_as_long_as_a_dead_one_can_stay() -> 
     assert [still_waiting(t, stable, 6.0) for t in (0.0, 8.9, 9.0)] == [True, True, False]
     assert [still_waiting(t, rebalancing, 6.0) for t in (9.0, 14.9, 15.0)] == [
         True, True, False]
+
+
+def test_a_member_of_a_process_gone_from_this_machine_is_no_conflict() -> None:
+    """A member naming a pid of this host and pid namespace that no longer exists (killed a
+    moment ago) is not waited for; one whose process lives, or of another host, is."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    me = Instance("ab12cd34", 0, os.getpid(), "host-a", _pid_namespace())
+    dead = Instance("ab12cd34", 0, int(gone.stdout), "host-a", me.namespace)
+    alive = Instance("ab12cd34", 0, os.getppid(), "host-a", me.namespace)
+    elsewhere = Instance("ab12cd34", 0, int(gone.stdout), "host-b", me.namespace)
+    members = [Member(str(n), i.client_id, "/127.0.0.1")
+               for n, i in enumerate((dead, alive, elsewhere))]
+    assert [m.member_id for m in conflicts(me, members)] == ["1", "2"]

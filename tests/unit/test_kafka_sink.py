@@ -17,10 +17,11 @@ import pytest
 from dataflow.batches import OutBatch
 from dataflow.errors import DeliveryError
 from dataflow.kafka_config import producer_config
-from dataflow.kafka_sink import KafkaSink
+from dataflow.kafka_sink import counts_sink, partition_sink
 from dataflow.kafka_writer import KafkaWriter
 from dataflow.schemas import OutRecord
 from dataflow.settings import Settings
+from dataflow.shards import SHARD_KEYS
 
 _QUIET = logging.getLogger("tests.sink.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
@@ -116,24 +117,29 @@ def test_each_key_goes_to_the_sink_partition_of_the_same_name() -> None:
     """part_fn maps a partition's name to its own index among the names sorted as text, as
     Bytewax indexes them ("10" sorts before "2")."""
     names = [str(p) for p in range(12)]
-    sink = KafkaSink(lambda: names, _Writers(_Writer([])))  # type: ignore[arg-type]
+    sink = partition_sink(Settings(), lambda: names, _Writers(_Writer([])),  # type: ignore[arg-type]
+                          _Committer([]))  # type: ignore[arg-type]
     ordered = sorted(names)
     assert all(ordered[sink.part_fn(name)] == name for name in names)
+    counts = counts_sink(Settings(), _Writers(_Writer([])))  # type: ignore[arg-type]
+    groups = sorted(counts.list_parts())
+    assert [groups[counts.part_fn(key)] for key in SHARD_KEYS[:5]] == [
+        "shards-0", "shards-1", "shards-2", "shards-3", "shards-0"]
 
 
 def test_a_snapshot_confirms_every_write_before_it_commits_their_offset() -> None:
     """At an epoch's end the partition sink confirms, then commits the highest offset its
     batches cover, empty batches included; the counts sink commits nothing."""
     events: list[Any] = []
-    sink = KafkaSink(lambda: ["0", "3"], _Writers(_Writer(events)),  # type: ignore[arg-type]
-                     _Committer(events))  # type: ignore[arg-type]
+    sink = partition_sink(Settings(), lambda: ["0", "3"],
+                          _Writers(_Writer(events)), _Committer(events))  # type: ignore[arg-type]
     part = sink.build_part("write", "3", None)
     part.write_batch([OutBatch([("t", None, b"v", None, None)] * 2, 10), OutBatch([], 12)])
     part.snapshot()
     assert events == [("write", 2), ("confirm",), ("commit", 3, 12)]
     counts: list[Any] = []
-    shard = KafkaSink(lambda: ["shard-00"], _Writers(_Writer(counts))).build_part(  # type: ignore[arg-type]
-        "write_counts", "shard-00", None)
+    shard = counts_sink(Settings(), _Writers(_Writer(counts))).build_part(  # type: ignore[arg-type]
+        "write_counts", "shards-0", None)
     shard.write_batch([OutBatch([("c", b"k", b"v", None, None)])])
     shard.snapshot()
     assert counts == [("write", 1), ("confirm",)]

@@ -125,8 +125,9 @@ def test_a_new_partition_without_state_starts_at_its_beginning() -> None:
 
 @pytest.fixture
 def stop_requested() -> Iterator[None]:
-    """A stop request for the test's duration, withdrawn after it."""
-    lifecycle.request_stop("interrupted", 130)
+    """A stop request for the test's duration (without the exit that follows one), withdrawn
+    after it."""
+    lifecycle._STOP.reason = "interrupted"
     yield
     lifecycle._STOP.reason = None
 

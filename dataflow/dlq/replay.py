@@ -16,16 +16,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from dataflow.dlq.records import DeadLetter, DlqError
 from dataflow.dlq.rendering import escape_text
 from dataflow.dlq.summary import source_name
 from dataflow.errors import MissingTopicError, SourceError
-from dataflow.kafka_config import producer_config
+from dataflow.kafka_config import producer_config, transactional_config
 from dataflow.kafka_source import list_partitions
 from dataflow.logs import kafka_logger
 from dataflow.settings import Settings
+from dataflow.transactions import transactional_id
+
+TRANSACTION_TIMEOUT_S = 60.0  # exactly-once: init and commit of the replay's transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,19 +166,43 @@ def _produce(producer: Producer, topic: str, record: DeadLetter) -> None:
 
 def replay(records: Iterable[DeadLetter], settings: Settings, plan: ReplayPlan,
            hold: Callable[[DeadLetter], None] = lambda _record: None) -> ReplayResult:
-    """Send every record under the limit to its destination; every delivery confirmed."""
+    """Send every record under the limit to its destination; every delivery confirmed.
+
+    With PROCESSING_GUARANTEE=exactly-once the replay is one Kafka transaction: consumers
+    reading committed data see all of it or, if anything fails, none of it."""
     result = ReplayResult(plan.to_topic)
-    config: dict[str, Any] = {**producer_config(settings), "on_delivery": result.on_delivery,
+    transactional = settings.exactly_once
+    base = transactional_config(settings) if transactional else producer_config(settings)
+    config: dict[str, Any] = {**base, "on_delivery": result.on_delivery,
                               "logger": kafka_logger()}
+    if transactional:
+        config["transactional.id"] = transactional_id(settings, f"dlq-replay/{plan.dlq_topic}")
     producer = Producer(config)
     router = _Router(plan, lambda topic: check_destination(settings, topic, plan.dlq_topic))
+    if transactional:
+        producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        producer.begin_transaction()
     try:
         for topic, record in _walk(records, plan, router, result, hold, None):
             _produce(producer, topic, record)
             producer.poll(0)
     finally:
         unconfirmed = producer.flush()
+    if transactional:
+        _end_transaction(producer, result)
     if unconfirmed:
         result.failed += unconfirmed
         result.first_error = result.first_error or f"{unconfirmed} records never confirmed"
     return result
+
+
+def _end_transaction(producer: Producer, result: ReplayResult) -> None:
+    """Commit the replay's transaction; abort it if any write failed (then none is seen)."""
+    try:
+        if result.failed:
+            producer.abort_transaction(TRANSACTION_TIMEOUT_S)
+        else:
+            producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+    except KafkaException as exc:
+        result.failed += 1
+        result.first_error = result.first_error or f"transaction not committed: {exc}"

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from dataflow.deadletters import HEADER_REPLAY_COUNT
 from dataflow.dlq import main
 from dataflow.dlq.export import read_export
-from tests.kafka_io import consume_all
+from tests.kafka_io import consume_all, consume_committed
 
 FAILED_AT = b"2024-09-12T08:30:00+00:00"
 Headers = list[tuple[str, bytes | None]]
@@ -227,3 +227,22 @@ def test_commit_group_with_reason_and_limit_does_not_skip_unmatched_records(
     assert [m.value() for m in consume_all(kafka_bootstrap, target)] == [
         b"v1", b"v0", b"v2", b"v3"]
     assert _committed(kafka_bootstrap, "g", dlq, partitions=1) == [4]
+
+
+def test_replay_in_exactly_once_mode_is_one_transaction(
+    kafka_bootstrap: str, topics: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With PROCESSING_GUARANTEE=exactly-once the replay is one transaction: read_committed
+    consumers see all 5 records, and the topic holds one commit marker after them."""
+    monkeypatch.setenv("PROCESSING_GUARANTEE", "exactly-once")
+    assert main(["replay"]) == 0
+    assert capsys.readouterr().out.startswith(f"dlq: replayed 5 to {topics['input']}, 0 failed")
+    assert len(consume_committed(kafka_bootstrap, topics["input"])) == 5
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "tests"})
+    try:
+        ends = [consumer.get_watermark_offsets(TopicPartition(topics["input"], p), 10)[1]
+                for p in range(3)]
+    finally:
+        consumer.close()
+    assert sum(ends) == 5 + sum(1 for end in ends if end)  # each partition: records + marker

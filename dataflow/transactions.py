@@ -7,10 +7,12 @@ same id (a process of this job that is still running somewhere, or the one a cra
 left behind) and aborts what that producer left open. A transaction begins with the
 first record written after a commit and ends with ``commit``, which may carry input
 offsets (``send_offsets_to_transaction``: committed to CONSUMER_GROUP only if the
-records are). Any failure (a record Kafka refused, a commit that timed out, being
-fenced) raises ``DeliveryError`` and stops the job: its transaction is not
-committed, so consumers reading committed data never see its records, and the
-restart reads their input again.
+records are). A commit runs in the background, so the commits of a worker's sink
+partitions overlap with each other and with the next epoch's work; the next
+transaction of the same producer begins only once it is done. Any failure (a record
+Kafka refused, a commit that timed out, being fenced) raises ``DeliveryError`` and
+stops the job: its transaction is not committed, so consumers reading committed data
+never see its records, and the restart reads their input again.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import Counter as Tally
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from dataflow import metrics
 from dataflow.errors import DeliveryError, kafka_reason
 from dataflow.kafka_config import transactional_config
 from dataflow.logs import get_logger
@@ -37,6 +41,7 @@ log = get_logger(__name__)
 # so a test can kill the process in the middle of a commit. Unset in production.
 _PAUSE_IN_COMMIT_S = float(os.environ.get("DATAFLOW_FAULT_PAUSE_IN_COMMIT_S") or 0)
 _OPENING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="init-transactions")
+_COMMITTING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="commit-transactions")
 
 
 class TransactionalWriter:
@@ -50,6 +55,8 @@ class TransactionalWriter:
         self._max_bytes = int(config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         self._failures: list[str] = []
         self._open = False
+        self._written: Tally[str] = Tally()  # records per topic in the open transaction
+        self._committing: Future[None] | None = None
         self._producer = Producer({**config, "transactional.id": transactional_id,
                                    "on_delivery": self._on_delivery,
                                    "delivery.report.only.error": True})
@@ -65,9 +72,16 @@ class TransactionalWriter:
         if error is not None and len(self._failures) < 5:
             self._failures.append(f"write to topic {message.topic()!r} failed: {error.str()}")
 
+    def _settle(self) -> None:
+        """Wait for the commit in flight, if any (raises what it raised)."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            committing.result()
+
     def _begin(self) -> None:
         if self._open:
             return
+        self._settle()
         try:
             self._ready.result()
             self._producer.begin_transaction()
@@ -81,6 +95,7 @@ class TransactionalWriter:
         if not records:
             return
         self._begin()
+        self._written[records[0][0]] += len(records)
         produce = self._producer.produce
         for record in records:
             topic, key, value, headers, timestamp = record
@@ -128,10 +143,18 @@ class TransactionalWriter:
 
     def commit(self, offsets: list[TopicPartition] | None = None, group: Any = None) -> None:
         """Commit the open transaction (beginning one for offsets alone), with ``offsets``
-        of consumer group ``group`` (``consumer_group_metadata()``) when given."""
+        of consumer group ``group`` (``consumer_group_metadata()``) when given, in the
+        background; a failure is raised by the next call."""
         if not self._open and not offsets:
+            self._settle()
             return
         self._begin()
+        written, self._written = self._written, Tally()
+        self._open = False
+        self._committing = _COMMITTING.submit(self._commit, offsets, group, written)
+
+    def _commit(self, offsets: list[TopicPartition] | None, group: Any,
+                written: Tally[str]) -> None:
         try:
             if offsets:
                 self._producer.send_offsets_to_transaction(offsets, group, self._timeout_s)
@@ -144,10 +167,14 @@ class TransactionalWriter:
         except KafkaException as exc:
             what = "could not commit its transaction"
             raise self._error(what, exc) from exc
-        finally:
-            self._open = False
         if self._failures:  # cannot happen after a successful commit; never ignored
             raise DeliveryError("; ".join(self._failures))
+        for topic, n in written.items():
+            metrics.PRODUCED.labels(topic).inc(n)
+
+    def flush(self) -> None:
+        """Wait until the last commit is done (raises what it raised)."""
+        self._settle()
 
     def _error(self, what: str, exc: KafkaException) -> DeliveryError:
         """The failure as one line; the transaction is aborted when it can be."""
@@ -164,7 +191,12 @@ class TransactionalWriter:
             + (f"; {details}" if details else ""))
 
     def close(self) -> None:
-        """Abort a transaction still open (it was not complete), then close."""
+        """Wait for the commit in flight, abort a transaction still open (it was not
+        complete), then close. A failure is logged: the job is stopping already."""
+        try:
+            self._settle()
+        except DeliveryError as exc:
+            log.error("transaction_not_committed_at_stop", error=str(exc))
         if self._open:
             try:
                 self._producer.abort_transaction(self._timeout_s)

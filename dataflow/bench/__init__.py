@@ -17,7 +17,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from dataflow.bench.cases import Run, Topics, preload, run_ceiling, run_handloop, run_pipeline
+from dataflow.bench.cases import (
+    Run,
+    Topics,
+    exactly_once_env,
+    preload,
+    run_ceiling,
+    run_handloop,
+    run_pipeline,
+)
 from dataflow.bench.latency import run_latency
 from dataflow.bench.report import machine, table, write_json
 from dataflow.errors import MissingTopicError, PipelineError
@@ -28,6 +36,7 @@ from dataflow.settings import Settings
 CEILING = "ceiling: plain consume -> produce loop"
 HANDLOOP = "hand-written loop: the same pipeline, no Bytewax"
 BASELINE = "dataflow, 1 process (baseline)"
+EXACTLY_ONCE = "dataflow, 1 process, exactly-once"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +89,8 @@ def _cases(settings: Settings, topics: Topics, source: str, partitions: int,
                                                      checkout=baseline)))
     cases.append(("dataflow, 2 processes", lambda: run_pipeline(settings, topics, source,
                                                                 partitions, 2)))
+    cases.append((EXACTLY_ONCE, lambda: run_pipeline(settings, topics, source, partitions, 1,
+                                                     more=exactly_once_env(topics))))
     return cases
 
 
@@ -111,6 +122,9 @@ def main(argv: list[str]) -> int:
         name = f"latency at {args.latency_rate:,} events/s, 1 process"
         results[name] = [run_latency(settings, topics, args.partitions, args.latency_rate,
                                      args.latency_seconds)]
+        results[f"{name}, exactly-once"] = [run_latency(
+            settings, topics, args.partitions, args.latency_rate, args.latency_seconds,
+            more=exactly_once_env(topics))]
     finally:
         topics.delete_all()
     print(f"\nMachine: {machine()}; broker on the same machine; "

@@ -120,11 +120,22 @@ def job_env(settings: Settings, topics: Topics, source: str, partitions: int,
     return env
 
 
+def exactly_once_env(topics: Topics) -> dict[str, str]:
+    """PROCESSING_GUARANTEE=exactly-once with a group and state topic of the run's own (the
+    group's committed offsets are where such a job resumes: a second run would read nothing)."""
+    return {"PROCESSING_GUARANTEE": "exactly-once",
+            "CONSUMER_GROUP": f"bench-eos-{uuid.uuid4().hex[:10]}",
+            "STATE_TOPIC": topics.make("state", 1)}
+
+
 def run_pipeline(settings: Settings, topics: Topics, source: str, partitions: int,
-                 processes: int, checkout: Path | None = None) -> Run:
-    """The job through ``python -m dataflow run``; from another checkout when given."""
+                 processes: int, checkout: Path | None = None,
+                 more: dict[str, str] | None = None) -> Run:
+    """The job through ``python -m dataflow run``; from another checkout when given; ``more``
+    settings (exactly-once) when given."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = job_env(settings, topics, source, partitions, Path(tmp), stop_at_end=True)
+        env = {**job_env(settings, topics, source, partitions, Path(tmp), stop_at_end=True),
+               **(more or {})}
         if checkout is not None:  # that checkout's code only: cwd and PYTHONPATH point there
             env["PYTHONPATH"] = str(checkout)
         launched, started = time.time(), time.perf_counter()

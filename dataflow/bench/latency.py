@@ -59,12 +59,14 @@ def _collect(settings: Settings, topic: str, partitions: int, expected: int,
 
 
 def run_latency(settings: Settings, topics: Topics, partitions: int, rate: int,
-                seconds: float) -> Run:
-    """Run the job on 1 process, feed it at ``rate`` events/s, measure produce->arrival."""
+                seconds: float, more: dict[str, str] | None = None) -> Run:
+    """Run the job on 1 process, feed it at ``rate`` events/s, measure produce->arrival (as a
+    consumer reading committed data sees it); ``more`` settings (exactly-once) when given."""
     source = topics.make("latency-in", partitions)
     count = int(rate * (WARM_UP_S + seconds))
     with tempfile.TemporaryDirectory() as tmp:
-        env = job_env(settings, topics, source, partitions, Path(tmp), stop_at_end=False)
+        env = {**job_env(settings, topics, source, partitions, Path(tmp), stop_at_end=False),
+               **(more or {})}
         env["INPUT_TOPIC"] = source
         job = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "--processes", "1",
                                 "--base-port", str(free_ports(1))], env=env)

@@ -82,9 +82,12 @@ class Started:
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient(admin_config(self.settings))
-        lifecycle.watch_partitions(
-            lambda: len(list_partitions(self.settings, self.settings.input_topic, admin)),
-            self.partitions)
+
+        def partition_count() -> int:
+            admin.poll(0)  # an admin client's log lines are served by poll() only
+            return len(list_partitions(self.settings, self.settings.input_topic, admin))
+
+        lifecycle.watch_partitions(partition_count, self.partitions)
         tune_garbage_collector()
 
 

@@ -24,7 +24,6 @@ from dataflow.dlq.summary import source_name
 from dataflow.errors import MissingTopicError, SourceError
 from dataflow.kafka_config import producer_config
 from dataflow.kafka_source import list_partitions
-from dataflow.logs import kafka_logger
 from dataflow.settings import Settings
 
 
@@ -165,8 +164,7 @@ def replay(records: Iterable[DeadLetter], settings: Settings, plan: ReplayPlan,
            hold: Callable[[DeadLetter], None] = lambda _record: None) -> ReplayResult:
     """Send every record under the limit to its destination; every delivery confirmed."""
     result = ReplayResult(plan.to_topic)
-    config: dict[str, Any] = {**producer_config(settings), "on_delivery": result.on_delivery,
-                              "logger": kafka_logger()}
+    config: dict[str, Any] = {**producer_config(settings), "on_delivery": result.on_delivery}
     producer = Producer(config)
     router = _Router(plan, lambda topic: check_destination(settings, topic, plan.dlq_topic))
     try:

@@ -145,6 +145,7 @@ class ShardLogic(StatefulBatchLogic[ShardUpdate, ShardOut, ShardState]):
 
     def __init__(self, length: int, resume: ShardState | None) -> None:
         self.windows = ShardWindows(length, resume)
+        metrics.track_open_windows(self.windows)  # the oldest open window (dataflow.progress)
 
     def on_batch(self, values: list[ShardUpdate]) -> tuple[Iterable[ShardOut], bool]:
         return self.windows.apply(values), StatefulBatchLogic.RETAIN

@@ -49,6 +49,7 @@ CONSOLE_SECONDS = 10
 JSON_SECONDS = 60
 BAR_SECONDS = 0.5
 _SMOOTHING = 0.3  # weight of the newest rate in the bar's moving average (tqdm's default)
+_SCALED_FROM = 100_000  # totals from here on are shown as 126k/300k, below as 1200/1640
 
 
 def interval_seconds(settings: Settings) -> int:
@@ -179,7 +180,8 @@ class Bar:
         self._last = (now, done)
         self.screen.show(tqdm.format_meter(
             done, total, now - self._began, ncols=self.screen.columns() - 1,
-            prefix=self._label, unit=" records", unit_scale=True, rate=self._rate))
+            prefix=self._label, unit=" records", unit_scale=total >= _SCALED_FROM,
+            rate=self._rate))
 
 
 def wants_bar(settings: Settings, interval: int, stream: Any) -> bool:

@@ -253,9 +253,11 @@ class Progress:
             self.bar = None
 
     def stop(self) -> None:
-        """At exit: no more lines; the bar's last state stays on the screen."""
+        """At exit: no more lines; the bar, drawn once more with the last numbers, stays."""
         self._stop.set()
         with self._lock:
+            if self.bar is not None:
+                self._draw_bar()
             self._finish_bar()
 
 

@@ -163,3 +163,23 @@ def test_the_bar_is_drawn_from_the_readers_and_left_as_a_line_at_the_end(
     assert draws[1].endswith("| 3.00k/4.00k [00:02<00:00, 2.00k records/s]")  # 1,000 left
     assert draws[-1].startswith("to the end: 100%|") and draws[-1].endswith("\n")
     assert ticker.bar is None  # finished: no more drawing
+
+
+def test_at_exit_the_bar_is_drawn_with_the_last_numbers_and_kept(
+    tracked: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that read its last records between two draws still leaves 100% on the screen."""
+    reader = _Reader(0, 0, 2_000)
+    metrics.track_input(reader)
+    now = [0.0]
+    screen = StatusLine(io.StringIO())
+    monkeypatch.setattr(screen, "columns", lambda: 100)
+    ticker = progress.Progress(3_600, 0, 1, progress.Bar(screen, "to the end", lambda: now[0]),
+                               clock=lambda: now[0])
+    now[0], reader.position = 1.0, 1_500
+    ticker.tick()
+    now[0], reader.position = 1.2, 2_000
+    ticker.stop()
+    out = screen.stream.getvalue()  # type: ignore[attr-defined]
+    assert out.endswith("| 2.00k/2.00k [00:01<00:00, 2.50k records/s]\n")
+    assert ticker.bar is None

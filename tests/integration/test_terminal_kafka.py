@@ -22,7 +22,7 @@ from tests.kafka_io import produce_all
 from tests.pty_screen import PtyRun
 from tests.records import login_bytes
 
-RECORDS = 200_000  # a few seconds of reading on one process: the bar and progress lines show
+RECORDS = 300_000  # over a second of reading on one process: progress lines print under the bar
 BAD_SHARE = "0.01"
 _STAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z \[(info|warning|error|debug) *\] "
 
@@ -100,7 +100,7 @@ def test_a_finite_run_on_a_terminal_shows_its_start_in_words_a_bar_and_whole_log
                      r"lag [0-9,]+, window counts written [0-9,]+, ", progress[0])
     bars = [line for line in lines if line.startswith("to the end: ")]
     assert bars == [bars[-1]] and re.match(
-        r"to the end: 100%\|█+\| 200k/200k \[\d\d:\d\d<00:00, [0-9.]+k records/s\]$", bars[-1])
+        r"to the end: 100%\|█+\| 300k/300k \[\d\d:\d\d<00:00, [0-9.]+k records/s\]$", bars[-1])
     summary = next(line for line in lines if "] run_summary: " in line)
     assert summary.endswith("read = processed + filtered + dead letters: holds")
     assert f"run_summary: read {RECORDS:,}, processed " in summary
@@ -176,7 +176,7 @@ def test_json_progress_lines_carry_the_numbers_and_the_fraction_done(
     text = log.read_text()
     assert done.returncode == 0, text[-3000:]
     events = _json_lines(text)
-    assert len(events) == len(text.splitlines())  # every line is JSON, none raw
+    assert [line for line in text.splitlines() if not line.startswith("{")] == []  # none raw
     starting = next(e for e in events if e["event"] == "starting")
     assert starting["settings"]["input_topic"] == big_topic and "readable" not in starting
     assert (starting["processes"], starting["workers_per_process"]) == (1, 1)
@@ -190,8 +190,9 @@ def test_json_progress_lines_carry_the_numbers_and_the_fraction_done(
     first = progress[0]
     assert first["to_end_total"] == RECORDS and 0 < first["to_end_done"] <= RECORDS
     assert first["to_end_fraction"] == round(first["to_end_done"] / RECORDS, 4)
-    assert first["read"] == first["to_end_done"] and first["read_per_s"] > 0
-    assert set(first["dead_lettered"]) <= {"malformed_json"} and first["lag"] > 0
+    # the counter moves right after the reader's position, and both are read in turn
+    assert 0 < first["read"] <= first["to_end_done"] and first["read_per_s"] > 0
+    assert set(first["dead_lettered"]) <= {"malformed_json"} and first["lag"] >= 0
     assert first["oldest_open_window"] is not None
     assert [p["to_end_done"] for p in progress] == sorted(p["to_end_done"] for p in progress)
 

@@ -218,7 +218,13 @@ class Progress:
 
     def _run(self) -> None:
         while not self._stop.wait(BAR_SECONDS if self.bar is not None else self._interval):
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # progress is for people: it must never hurt the job
+                log.warning("progress_stopped", error=f"{type(exc).__name__}: {exc}")
+                with self._lock:
+                    self._finish_bar()
+                return
 
     def tick(self) -> None:
         """Redraw the bar (finishing it at the end), and log a heartbeat when one is due."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import structlog
 
 from dataflow import logs, metrics, progress
 from dataflow.event_time import ACTIVE
@@ -183,3 +184,15 @@ def test_at_exit_the_bar_is_drawn_with_the_last_numbers_and_kept(
     out = screen.stream.getvalue()  # type: ignore[attr-defined]
     assert out.endswith("| 2.00k/2.00k [00:01<00:00, 2.50k records/s]\n")
     assert ticker.bar is None
+
+
+def test_a_failing_progress_thread_says_so_once_and_leaves_the_job_alone(
+    tracked: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error while reading the numbers ends the progress thread with one warning."""
+    ticker = progress.Progress(1, 0, 1)
+    monkeypatch.setattr(progress, "take", lambda clock: 1 / 0)
+    with structlog.testing.capture_logs() as logged:
+        ticker.start().join(5)
+    assert logged == [{"event": "progress_stopped", "log_level": "warning",
+                       "error": "ZeroDivisionError: division by zero"}]

@@ -196,3 +196,26 @@ def test_a_failing_progress_thread_says_so_once_and_leaves_the_job_alone(
         ticker.start().join(5)
     assert logged == [{"event": "progress_stopped", "log_level": "warning",
                        "error": "ZeroDivisionError: division by zero"}]
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("stop_at_end", "interval", "json_logs", "stream", "term", "bar"), [
+    (True, 10, False, _Tty(), "xterm", True),
+    (False, 10, False, _Tty(), "xterm", False),  # a live run has no end
+    (True, 0, False, _Tty(), "xterm", False),  # PROGRESS_SECONDS=0: no progress at all
+    (True, 10, True, _Tty(), "xterm", False),  # JSON logs on a terminal: the fraction only
+    (True, 10, False, io.StringIO(), "xterm", False),  # not a terminal
+    (True, 10, False, _Tty(), "dumb", False),  # a terminal that cannot erase a line
+])
+def test_the_bar_needs_a_finite_run_console_logs_and_a_real_terminal(
+    monkeypatch: pytest.MonkeyPatch, stop_at_end: bool, interval: int, json_logs: bool,
+    stream: io.StringIO, term: str, bar: bool,
+) -> None:
+    """wants_bar: STOP_AT_END, progress on, console logs, a terminal that is not TERM=dumb."""
+    monkeypatch.setattr(logs, "_json", json_logs)
+    monkeypatch.setenv("TERM", term)
+    assert progress.wants_bar(Settings(stop_at_end=stop_at_end), interval, stream) is bar

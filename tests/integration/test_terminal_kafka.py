@@ -68,8 +68,7 @@ def _garbled(lines: list[str]) -> list[str]:
 def test_a_finite_run_on_a_terminal_shows_its_start_in_words_a_bar_and_whole_log_lines(
     kafka_bootstrap: str, make_topic: Callable[..., str], big_topic: str,
 ) -> None:
-    """STOP_AT_END on a pty: the start in words (no settings dict), progress lines printed
-    whole while the bar runs, the bar at 100% of the end offsets, the summary in words."""
+    """On a pty: the start in words, whole progress lines over the bar, 100%, the summary."""
     topics = job_topics(make_topic, big_topic)
     run = PtyRun([sys.executable, "-m", "bytewax.run", "dataflow.flow"],
                  _env(kafka_bootstrap, topics, STOP_AT_END="true", PROGRESS_SECONDS="1"), ROOT)
@@ -109,8 +108,7 @@ def test_a_finite_run_on_a_terminal_shows_its_start_in_words_a_bar_and_whole_log
 def test_the_bars_of_two_processes_share_one_terminal_without_mixing(
     kafka_bootstrap: str, make_topic: Callable[..., str], big_topic: str,
 ) -> None:
-    """python -m dataflow run --processes 2 on a pty: each process's bar ends at 100% on its
-    own line, every log line of both is whole."""
+    """Two processes on one pty: each bar ends at 100% on its own line, log lines whole."""
     topics = job_topics(make_topic, big_topic)
     run = PtyRun([sys.executable, "-m", "dataflow", "run", "--processes", "2",
                   "--base-port", str(free_ports(2))],
@@ -130,8 +128,7 @@ def test_the_bars_of_two_processes_share_one_terminal_without_mixing(
 def test_a_live_job_on_a_terminal_says_every_second_what_flows(
     kafka_bootstrap: str, make_topic: Callable[..., str],
 ) -> None:
-    """A live job with PROGRESS_SECONDS=1 on a pty: a progress line counts what was read,
-    processed and dead-lettered, with no bar; Ctrl-C ends it with exit 130."""
+    """Live on a pty: a progress line counts read, processed, dead letters; Ctrl-C is 130."""
     topics = job_topics(make_topic, make_topic(partitions=2))
     run = PtyRun([sys.executable, "-m", "bytewax.run", "dataflow.flow"],
                  _env(kafka_bootstrap, topics, PROGRESS_SECONDS="1"), ROOT)
@@ -163,9 +160,7 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 def test_json_progress_lines_carry_the_numbers_and_the_fraction_done(
     kafka_bootstrap: str, make_topic: Callable[..., str], big_topic: str, tmp_path: Path,
 ) -> None:
-    """Without a terminal the log is JSON: each progress line has every count, the lag, the
-    windows and, in a finite run, done/total/fraction/seconds left; starting keeps every
-    setting."""
+    """Without a terminal: JSON progress events with every count and the fraction done."""
     topics = job_topics(make_topic, big_topic)
     log = tmp_path / "job.log"
     with log.open("wb") as out:
@@ -200,8 +195,7 @@ def test_json_progress_lines_carry_the_numbers_and_the_fraction_done(
 def test_no_raw_librdkafka_line_from_the_jobs_clients(
     kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path,
 ) -> None:
-    """KAFKA_CONFIG_DEBUG=broker: no raw %7| line; the consumers' and the producer's lines are
-    JSON events at LOG_LEVEL=debug, none at the default level."""
+    """KAFKA_CONFIG_DEBUG=broker: no raw line; client lines are JSON events at debug only."""
     topics = job_topics(make_topic, make_topic())
     produce_all(kafka_bootstrap, topics["input"], [(b"u", login_bytes(), 0)] * 20)
 

@@ -4,8 +4,9 @@
 ``python -m dataflow.worker`` and ``python -m dataflow run`` through it) calls
 ``start_from_environment`` once. A bad setting, an unreachable broker or a missing
 topic ends the process with a one-line message and exit code 2, not a traceback.
-Then it installs the job's stop handling (``dataflow.lifecycle``), logs what it
-runs, serves metrics if asked, and watches the input topic for new partitions.
+Then it installs the job's stop handling (``dataflow.lifecycle``), serves metrics if
+asked, logs what it runs (in words on a console: ``dataflow.start_line``), watches the
+input topic for new partitions, and reports progress (``dataflow.progress``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import gc
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
-from dataflow import exactly_once, instances, lifecycle, logs, metrics, recovery_guard
+from dataflow import exactly_once, instances, lifecycle, logs, metrics, progress, recovery_guard
 from dataflow.errors import PipelineError
 from dataflow.exactly_once import Plan
 from dataflow.kafka_config import admin_config, check_client_configs
 from dataflow.kafka_source import describe_partitions, list_partitions
 from dataflow.runner import check_metrics_port
 from dataflow.settings import Settings
+from dataflow.start_line import describe_start
 
 log = logs.get_logger(__name__)
 # Every record allocates a few short-lived containers (output tuples, header lists),
@@ -65,7 +68,9 @@ def check_topics(settings: Settings) -> list[int]:
 
 def _summarise(settings: Settings) -> None:
     snap = metrics.snapshot()
-    log.info("run_summary", accounting_holds=metrics.accounting_holds(snap), **snap)
+    holds = metrics.accounting_holds(snap)
+    text = progress.summary_text(snap, holds, metrics.process_id(), metrics.cluster_shape()[0])
+    log.info("run_summary", readable=text, accounting_holds=holds, **snap)
     if settings.run_summary_dir is not None:
         metrics.write_summary(settings.run_summary_dir)
 
@@ -80,13 +85,17 @@ class Started:
     plan: Plan | None = None  # exactly-once: where Kafka's transactions left the job
 
     def ready(self) -> None:
-        """The flow is built: watch for new partitions, tune the collector."""
+        """The flow is built: watch for new partitions, report progress, tune the collector."""
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient(admin_config(self.settings))
-        lifecycle.watch_partitions(
-            lambda: len(list_partitions(self.settings, self.settings.input_topic, admin)),
-            self.partitions)
+
+        def partition_count() -> int:
+            admin.poll(0)  # an admin client's log lines are served by poll() only
+            return len(list_partitions(self.settings, self.settings.input_topic, admin))
+
+        lifecycle.watch_partitions(partition_count, self.partitions)
+        progress.start(self.settings)
         tune_garbage_collector()
 
 
@@ -123,11 +132,25 @@ def start_from_environment() -> Started:
         plan = exactly_once.prepare(settings, partitions) if settings.exactly_once else None
     except PipelineError as exc:
         _fail(str(exc))
-    log.info("starting", settings=settings.describe(), process_id=metrics.process_id())
+    recovery = recovery_guard.recovery_directory()
+    served = None
     if settings.metrics_address:
         try:
-            log.info("metrics_endpoint", address=metrics.serve(settings.metrics_address))
+            served = metrics.serve(settings.metrics_address)
         except OSError as exc:
             _fail(f"METRICS_ADDRESS: cannot listen on {settings.metrics_address}: {exc}")
+    _log_start(settings, len(partitions), recovery, served)
     atexit.register(_summarise, settings)
     return Started(settings, partitions, new_partitions, plan)
+
+
+def _log_start(settings: Settings, partitions: int, recovery: Path | None,
+               served: str | None) -> None:
+    """``starting``: in words on a console (every setting at debug level), fields in JSON."""
+    process, (processes, workers) = metrics.process_id(), metrics.cluster_shape()
+    text = describe_start(settings, partitions, process, processes, workers, recovery, served,
+                          progress.interval_seconds(settings))
+    log.info("starting", readable=text, settings=settings.describe(), process_id=process,
+             processes=processes, workers_per_process=workers, metrics_address=served)
+    if not logs.json_logs():
+        log.debug("settings", **settings.describe())

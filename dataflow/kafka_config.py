@@ -1,4 +1,11 @@
-"""Kafka client configurations built from the settings, checked at start-up."""
+"""Kafka client configurations built from the settings, checked at start-up.
+
+Every configuration carries ``logger``: librdkafka's own lines (``%4|...|GETPID|...``)
+go through the project's logs (``dataflow.logs.kafka_logger``), at their level and
+in the log format, never raw to stderr, for every client built from these. A
+producer's and a consumer's lines are served by their poll()/consume()/flush(), an
+admin client's by its poll() only (until then they wait in its queue).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,19 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from dataflow.errors import SettingsError
+from dataflow.logs import kafka_logger
 from dataflow.settings import KAFKA_CONFIG_PREFIX, Settings
+
+
+def _client(settings: Settings) -> dict[str, Any]:
+    """What every client of the project has: the brokers, and its log lines through ours."""
+    return {"bootstrap.servers": settings.bootstrap_servers, "logger": kafka_logger()}
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
     """Consumer for one assigned partition: no group management; the job commits itself."""
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **_client(settings),
         "group.id": settings.consumer_group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -36,7 +49,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 def producer_config(settings: Settings) -> dict[str, Any]:
     """Idempotent producer, every write acknowledged by all in-sync replicas."""
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **_client(settings),
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 5,
@@ -54,7 +67,7 @@ def transactional_config(settings: Settings) -> dict[str, Any]:
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_config}
+    return {**_client(settings), **settings.kafka_config}
 
 
 def check_client_configs(settings: Settings) -> None:

@@ -195,7 +195,9 @@ class PartitionReader:
         self._stable = StableEnd(self._ask_stable_end) if committed_only else None
         low, high = self._watermarks()
         self.position = self._start(settings.starting_offset, resume, low, high)
+        self.start = self.position  # where this run began: progress toward ``end``
         self.end = high if settings.stop_at_end else None
+        metrics.track_input(self)
         self.done = self.end is not None and self.position >= self.end
         self._log_end = -1
         self._consumer.assign([TopicPartition(self._topic, partition, self.position)])

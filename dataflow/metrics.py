@@ -3,19 +3,30 @@
 Steps increment them once per batch, not per record. For a finite run,
 consumed == processed + filtered + dead_lettered, exactly; ``snapshot``
 returns the numbers for tests, the benchmark and the end-of-run summary.
+
+Two things are read where they live instead of being counted: the window shards
+(``track_open_windows``: the oldest window still open) and the input readers
+(``track_input``: how far a ``STOP_AT_END`` run is toward its end offsets). Each
+registers once when it is built; reading them costs the hot path nothing.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import sys
+import threading
 import time
+import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge, start_http_server
+
+from dataflow.recovery_guard import bytewax_option
 
 CONSUMED = Counter("login_records_consumed", "Records read from the input topic.")
 PROCESSED = Counter("login_records_processed", "Records enriched and sent to the output topic.")
@@ -49,6 +60,72 @@ EXPIRED = Counter(
 PRODUCED = Counter(
     "login_records_produced", "Records Kafka confirmed as written, by topic.", ["topic"]
 )
+OLDEST_OPEN_WINDOW = Gauge(
+    "login_window_oldest_open_start_seconds",
+    "Start (event time, epoch seconds) of the oldest window still open on this process's "
+    "window shards; NaN when none is open.",
+)
+
+_tracked = threading.Lock()  # registrations come from worker and reader-opening threads
+_shards: weakref.WeakSet[Any] = weakref.WeakSet()
+_readers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track_open_windows(shard: Any) -> None:
+    """A window shard of this process (``dataflow.windows.ShardWindows``); its open windows
+    are the keys of ``shard.state.windows``, their starts."""
+    with _tracked:
+        _shards.add(shard)
+
+
+def oldest_open_window() -> int | None:
+    """Start of the oldest window open on this process's shards; None when none is open."""
+    with _tracked:
+        shards = list(_shards)
+    starts = []
+    for shard in shards:
+        try:
+            starts.append(min(shard.state.windows, default=None))
+        except RuntimeError:  # resized by its worker meanwhile: left out this once
+            continue
+    return min((s for s in starts if s is not None), default=None)
+
+
+def _oldest_open_or_nan() -> float:
+    oldest = oldest_open_window()
+    return math.nan if oldest is None else float(oldest)
+
+
+OLDEST_OPEN_WINDOW.set_function(_oldest_open_or_nan)
+
+
+def track_input(reader: Any) -> None:
+    """An input partition's reader (``dataflow.kafka_source.PartitionReader``): its ``start``
+    and ``position``, and ``end`` (None unless ``STOP_AT_END``), are offsets."""
+    with _tracked:
+        _readers.add(reader)
+
+
+def input_progress() -> tuple[int, int] | None:
+    """(offsets read, offsets to read) since start-up toward the end offsets of a
+    ``STOP_AT_END`` run, over this process's partitions; None when it has none."""
+    with _tracked:
+        readers = list(_readers)
+    finite = [(r.start, r.position, r.end) for r in readers if r.end is not None]
+    if not finite:
+        return None
+    done = sum(max(0, min(position, end) - start) for start, position, end in finite)
+    return done, sum(max(0, end - start) for start, _, end in finite)
+
+
+def windows_written() -> int:
+    """Window count records written by this process, final and provisional."""
+    return _plain(WINDOWS_WRITTEN)
+
+
+def lag() -> int:
+    """Records not read yet, summed over this process's input partitions."""
+    return sum(int(sample.value) for metric in LAG.collect() for sample in metric.samples)
 
 
 # time.monotonic() and time.time() when this process first read a record (``mark_first_read``).
@@ -146,6 +223,25 @@ def process_id(argv: list[str] | None = None) -> int:
             return int(value) if value.isdigit() else 0
     value = os.environ.get("BYTEWAX_PROCESS_ID", "")
     return int(value) if value.isdigit() else 0
+
+
+def cluster_shape(argv: list[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(processes in the Bytewax cluster, worker threads per process), as bytewax.run reads
+    them: -a/--addresses or BYTEWAX_ADDRESSES (or BYTEWAX_HOSTFILE_PATH's lines), -w or
+    BYTEWAX_WORKERS_PER_PROCESS; 1 where none is given."""
+    env = os.environ if environ is None else environ
+    addresses = bytewax_option(("-a", "--addresses"), "BYTEWAX_ADDRESSES", argv, env) or ""
+    processes = len([a for a in addresses.split(";") if a.strip()])
+    if not processes and env.get("BYTEWAX_HOSTFILE_PATH"):
+        try:
+            lines = Path(env["BYTEWAX_HOSTFILE_PATH"]).read_text().splitlines()
+        except OSError:
+            lines = []
+        processes = len([line for line in lines if line.strip()])
+    workers = bytewax_option(("-w", "--workers-per-process"), "BYTEWAX_WORKERS_PER_PROCESS",
+                             argv, env) or ""
+    return max(processes, 1), int(workers) if workers.strip().isdigit() else 1
 
 
 def serve(address: str) -> str:

@@ -186,6 +186,16 @@ def _optional_path(raw: str) -> Path | None:
     return Path(raw) if raw.strip() else None
 
 
+MAX_PROGRESS_SECONDS = 86_400
+
+
+def _seconds_or_auto(raw: str) -> int | None:
+    """``auto`` (None: the job picks by log format), or whole seconds, 0 for off."""
+    if raw.strip().lower() in {"auto", ""}:
+        return None
+    return _int_between(0, MAX_PROGRESS_SECONDS, "a day")(raw.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     """One environment variable: its name, default, meaning and parser."""
@@ -261,6 +271,11 @@ SPECS: tuple[Spec, ...] = (
          "host:port of this job's own Prometheus endpoint (process K listens on port+K); "
          "empty: off. Bytewax's BYTEWAX_DATAFLOW_API_ENABLED endpoint binds all interfaces.",
          _optional_address),
+    Spec("PROGRESS_SECONDS", "progress_seconds", "auto",
+         "Seconds between the progress lines each process logs (records read and processed, "
+         "dead letters, lag, windows; the fraction done in a STOP_AT_END run, with a progress "
+         "bar on a terminal); 0: off; auto: 10 on a console, 60 with JSON logs.",
+         _seconds_or_auto),
     Spec("LOG_LEVEL", "log_level", "info", "debug, info, warning or error.",
          _choice("debug", "info", "warning", "error")),
     Spec("LOG_FORMAT", "log_format", "auto",
@@ -331,6 +346,7 @@ class Settings:
     delivery_timeout_ms: int = 120_000
     run_summary_dir: Path | None = None
     metrics_address: str = ""
+    progress_seconds: int | None = None  # None: auto (dataflow.progress.interval_seconds)
     log_level: str = "info"
     log_format: str = "auto"
     kafka_config: Mapping[str, str] = field(default_factory=dict)

@@ -179,6 +179,7 @@ class ShardLogic(StatefulBatchLogic[ShardUpdate, ShardOut, ShardState]):
         self._shard: str | None = None
         self.windows = ShardWindows(length, None if restored is not None else resume,
                                     exactly_once=restored is not None)
+        metrics.track_open_windows(self.windows)  # the oldest open window (dataflow.progress)
 
     def on_batch(self, values: list[ShardUpdate]) -> tuple[Iterable[ShardOut], bool]:
         if self._restored is None:

@@ -2,7 +2,8 @@
 # The whole product on this machine, no Docker: a local Apache Kafka (KRaft), the
 # generator, the dataflow on two processes, and what comes out of it.
 #   make demo              (or: bash scripts/demo.sh, with the .venv built by `make venv`)
-# The broker keeps running afterwards (python -m dataflow kafka stop ends it).
+# The broker keeps running afterwards, for more runs by hand; the demo's last lines say so
+# and how to stop it (python -m dataflow kafka stop), also when a step failed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PY:-.venv/bin/python}
@@ -10,9 +11,17 @@ EVENTS=${EVENTS:-5000}
 export EXCLUDED_LOCALES=${EXCLUDED_LOCALES:-RU}
 export LOG_LEVEL=${LOG_LEVEL:-warning}
 summaries=$(mktemp -d)
-trap 'rm -rf "$summaries"' EXIT
 
 step() { printf '\n== %s\n' "$*"; }
+
+still_running() {
+    local status
+    status=$($PY -m dataflow kafka status 2>/dev/null) || return 0
+    step "Left running: the Kafka broker ${status#running }"
+    echo "   more by hand: $PY -m dataflow generate --rate 50   and   $PY -m bytewax.run dataflow.flow"
+    echo "   stop it with: $PY -m dataflow kafka stop   (or: make kafka-stop)"
+}
+trap 'rm -rf "$summaries"; still_running' EXIT
 
 step "1. Apache Kafka on 127.0.0.1:9092 (the first start downloads the jars with Maven)"
 $PY -m dataflow kafka start

@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from dataflow.kafka_config import producer_config
+from dataflow.logs import kafka_logger
 from dataflow.metrics import resources
 from dataflow.settings import Settings
 
@@ -27,7 +28,8 @@ from dataflow.settings import Settings
 def copy_topic(settings: Settings, source: str, target: str) -> dict[str, Any]:
     """Copy every record of ``source`` present at start to ``target``; count and time it."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "bench",
-                         "enable.auto.commit": False, "fetch.queue.backoff.ms": 10})
+                         "enable.auto.commit": False, "fetch.queue.backoff.ms": 10,
+                         "logger": kafka_logger()})
     failures: list[KafkaError] = []
     producer = Producer({**producer_config(settings), "delivery.report.only.error": True,
                          "on_delivery": lambda err, _m: failures.append(err)})

@@ -18,6 +18,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from dataflow.bench.cases import Run, Topics, free_ports, job_env, sum_summaries
+from dataflow.logs import kafka_logger
 from dataflow.metrics import accounting_holds
 from dataflow.settings import Settings
 
@@ -34,7 +35,8 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def _collect(settings: Settings, topic: str, partitions: int, expected: int,
              measure_from_ms: float, deadline: float) -> tuple[int, list[float]]:
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "latency",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 5,
+                         "logger": kafka_logger()})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     seen, latencies = 0, []
     try:

@@ -22,7 +22,6 @@ from dataflow.dlq import handled
 from dataflow.dlq.records import DeadLetter, DlqError
 from dataflow.errors import kafka_reason
 from dataflow.kafka_config import consumer_config
-from dataflow.logs import kafka_logger
 from dataflow.settings import Settings
 
 REVIEW_GROUP = "dataflow-dlq-review"  # required by the client; never committed
@@ -40,7 +39,6 @@ def _reader_config(settings: Settings, commit_group: str | None) -> dict[str, An
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
-        "logger": kafka_logger(),
     }
 
 

@@ -24,7 +24,6 @@ from dataflow.dlq.summary import source_name
 from dataflow.errors import MissingTopicError, SourceError
 from dataflow.kafka_config import producer_config, transactional_config
 from dataflow.kafka_source import list_partitions
-from dataflow.logs import kafka_logger
 from dataflow.settings import Settings
 from dataflow.transactions import transactional_id
 
@@ -173,8 +172,7 @@ def replay(records: Iterable[DeadLetter], settings: Settings, plan: ReplayPlan,
     result = ReplayResult(plan.to_topic)
     transactional = settings.exactly_once
     base = transactional_config(settings) if transactional else producer_config(settings)
-    config: dict[str, Any] = {**base, "on_delivery": result.on_delivery,
-                              "logger": kafka_logger()}
+    config: dict[str, Any] = {**base, "on_delivery": result.on_delivery}
     if transactional:
         config["transactional.id"] = transactional_id(settings, f"dlq-replay/{plan.dlq_topic}")
     producer = Producer(config)

@@ -27,7 +27,6 @@ from dataflow.generator.events import (
     excluded_locales_for,
 )
 from dataflow.kafka_config import admin_config, producer_config
-from dataflow.logs import kafka_logger
 from dataflow.settings import Settings
 from dataflow.topics import ensure_topics
 
@@ -82,9 +81,10 @@ class GeneratorSummary:
 
 def ensure_topic(settings: Settings, topic: str, partitions: int) -> bool:
     """Create ``topic`` with ``partitions`` if missing; True when it was created."""
-    # librdkafka's lines go through the project's logs (LOG_LEVEL), never raw to stderr
-    config = {**admin_config(settings), "logger": kafka_logger()}
-    return bool(ensure_topics(config, [topic], partitions, timeout=ADMIN_TIMEOUT_SECONDS).created)
+    # librdkafka's lines go through the project's logs (LOG_LEVEL): dataflow.kafka_config
+    report = ensure_topics(admin_config(settings), [topic], partitions,
+                           timeout=ADMIN_TIMEOUT_SECONDS)
+    return bool(report.created)
 
 
 class _Deliveries:
@@ -176,8 +176,7 @@ def run_generator(settings: Settings, options: GeneratorOptions,
                            time_shape=TimeShape.from_settings(settings))
     summary = GeneratorSummary(topic)
     # acks=all, idempotence, linger.ms=5 (dataflow.kafka_config); one callback for every write
-    producer = Producer({**producer_config(settings), "on_delivery": _Deliveries(summary),
-                         "logger": kafka_logger()})
+    producer = Producer({**producer_config(settings), "on_delivery": _Deliveries(summary)})
     progress = _Progress(summary, options.progress_seconds, progress_out or sys.stderr)
     stopped = stop.is_set if stop is not None else (lambda: False)
     start = time.perf_counter()

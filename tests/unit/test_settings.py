@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dataflow.errors import SettingsError
@@ -133,3 +135,20 @@ def test_readme_documents_every_setting_with_its_default() -> None:
     for spec in SPECS:
         shown = f"`{spec.default}`" if spec.default else "(empty)"
         assert f"| `{spec.env}` | {shown} |" in readme, spec.env
+
+
+@pytest.mark.parametrize(("raw", "value"), [("auto", None), ("0", 0), ("10", 10)])
+def test_progress_seconds_is_auto_or_whole_seconds(raw: str, value: int | None) -> None:
+    """PROGRESS_SECONDS: auto (by the log format), 0 for off, or seconds."""
+    assert Settings.from_env({"PROGRESS_SECONDS": raw}).progress_seconds == value
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("ten", "PROGRESS_SECONDS: 'ten' is not a whole number"),
+    ("-1", "PROGRESS_SECONDS: -1 is below the minimum of 0"),
+    ("86401", "PROGRESS_SECONDS: 86401 is above the maximum of 86,400 (a day)"),
+])
+def test_a_bad_progress_seconds_is_one_message(raw: str, message: str) -> None:
+    """A bad PROGRESS_SECONDS names the variable and the problem."""
+    with pytest.raises(SettingsError, match=f"^{re.escape(message)}$"):
+        Settings.from_env({"PROGRESS_SECONDS": raw})

@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from dataflow import exactly_once, instances, lifecycle, logs, metrics, progress, recovery_guard
+from dataflow import (
+    exactly_once,
+    instance_group,
+    lifecycle,
+    logs,
+    metrics,
+    progress,
+    recovery_guard,
+)
 from dataflow.errors import PipelineError
 from dataflow.exactly_once import Plan
 from dataflow.kafka_config import admin_config, check_client_configs
@@ -125,7 +133,7 @@ def start_from_environment() -> Started:
         check_client_configs(settings)
         # One running job per CONSUMER_GROUP and recovery directory; the instances group
         # is described while the topics are checked.
-        with instances.claim(settings) as claim:
+        with instance_group.claim(settings) as claim:
             partitions = check_topics(settings)
         atexit.register(claim.release)  # a clean exit leaves the group at once
         new_partitions = recovery_guard.check_recovery_state(settings, partitions)

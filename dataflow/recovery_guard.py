@@ -23,7 +23,7 @@ describes. At start-up:
 Several processes of one cluster may share one directory: each file is checked and
 written in one ``BEGIN IMMEDIATE`` transaction, so concurrent first writes serialise.
 Process K of a job holds ``.lock-process-K`` there (``DirectoryLock``, taken by
-``dataflow.instances``), so a second job on the directory is refused.
+``dataflow.instance_group``), so a second job on the directory is refused.
 """
 
 from __future__ import annotations

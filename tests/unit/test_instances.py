@@ -9,8 +9,8 @@ import sys
 from itertools import permutations
 from pathlib import Path
 
+from dataflow.instance_group import GroupView, member_config, still_waiting
 from dataflow.instances import (
-    GroupView,
     Instance,
     Member,
     _pid_namespace,
@@ -18,10 +18,8 @@ from dataflow.instances import (
     conflicts,
     identity,
     in_use_line,
-    member_config,
     must_stop,
     parse_client_id,
-    still_waiting,
 )
 from dataflow.settings import Settings
 

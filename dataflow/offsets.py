@@ -35,13 +35,21 @@ class OffsetCommitter:
         self._lock = threading.Lock()
         self._consumer: Consumer | None = None
         self._latest: dict[int, int] = {}
+        self._acknowledged: dict[int, int] = {}  # what the broker confirmed, by partition
 
     def _client(self) -> Consumer:
         with self._lock:
             if self._consumer is None:
-                self._consumer = Consumer(consumer_config(self._settings))
+                self._consumer = Consumer({**consumer_config(self._settings),
+                                           "on_commit": self._on_commit})
                 atexit.register(self.close)
             return self._consumer
+
+    def _on_commit(self, error: Any, offsets: list[TopicPartition]) -> None:
+        if error is None:
+            for tp in offsets:
+                if tp.error is None and tp.offset > self._acknowledged.get(tp.partition, -1):
+                    self._acknowledged[tp.partition] = tp.offset
 
     def commit(self, partition: int, offset: int) -> None:
         """Commit ``offset`` (every record below it is fully written), asynchronously."""
@@ -49,8 +57,10 @@ class OffsetCommitter:
             return
         self._latest[partition] = offset
         try:
-            self._client().commit(offsets=[TopicPartition(self._topic, partition, offset)],
-                                  asynchronous=True)
+            client = self._client()
+            client.poll(0)  # serves the results of earlier commits (_on_commit)
+            client.commit(offsets=[TopicPartition(self._topic, partition, offset)],
+                          asynchronous=True)
         except KafkaException as exc:
             log.warning("commit_failed", topic=self._topic, partition=partition, offset=offset,
                         error=str(exc))
@@ -67,12 +77,16 @@ class OffsetCommitter:
             asynchronous=False)
 
     def close(self) -> None:
-        """Commit every partition's last offset synchronously, then close (at exit)."""
+        """Commit synchronously each partition's last offset the broker has not confirmed
+        yet, then close (at exit)."""
         with self._lock:
             consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
-        offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(self._latest.items())]
+        with contextlib.suppress(KafkaException):
+            consumer.poll(0)
+        offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(self._latest.items())
+                   if self._acknowledged.get(p, -1) < o]
         try:
             if offsets:
                 consumer.commit(offsets=offsets, asynchronous=False)

@@ -108,11 +108,12 @@ def test_bench_command_reports_both_references_and_the_baseline(
     assert list(doc["summary"]) == [
         "ceiling: plain consume -> produce loop",
         "hand-written loop: the same pipeline, no Bytewax", "dataflow, 1 process",
-        "dataflow, 1 process (baseline)", "dataflow, 2 processes"]
+        "dataflow, 1 process (baseline)", "dataflow, 2 processes",
+        "dataflow, 1 process, exactly-once"]
     [hand] = doc["cases"]["hand-written loop: the same pipeline, no Bytewax"]
     assert hand["records"] == 3000 and hand["accounting"] is True
     for name in ("dataflow, 1 process", "dataflow, 1 process (baseline)",
-                 "dataflow, 2 processes"):
+                 "dataflow, 2 processes", "dataflow, 1 process, exactly-once"):
         [job] = doc["cases"][name]
         assert job["records"] == 3000 and job["accounting"] is True
         assert (job["written"]["out"], job["written"]["dlq"]) == (hand["written"]["out"],

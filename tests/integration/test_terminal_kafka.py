@@ -85,7 +85,7 @@ def test_a_finite_run_on_a_terminal_shows_its_start_in_words_a_bar_and_whole_log
         f"    reads    {big_topic} (2 partitions) at {kafka_bootstrap}, from the earliest "
         "offset, up to the end offsets of now, then stops (STOP_AT_END)",
         f"    writes   {topics['output']}; dead letters to {topics['dlq']}; window counts to "
-        f"{topics['counts']}; late logins to {topics['late']}",
+        f"{topics['counts']}; late logins to {topics['late']}; at-least-once",
         "    windows  60 s tumbling, by event time; 10 s allowed lateness; counts by "
         "device_type, locale",
         "    metrics  off (METRICS_ADDRESS=host:port turns them on)"]

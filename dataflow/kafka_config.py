@@ -60,10 +60,14 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 def transactional_config(settings: Settings) -> dict[str, Any]:
-    """The producer of exactly-once mode: a transaction may stay open as long as a write may
-    be retried (librdkafka requires message.timeout.ms <= transaction.timeout.ms)."""
-    return {**producer_config(settings),
-            "transaction.timeout.ms": max(settings.delivery_timeout_ms, 60_000)}
+    """The producer of exactly-once mode. A transaction may stay open as long as a write may
+    be retried (librdkafka requires message.timeout.ms <= transaction.timeout.ms). Its
+    records are seen only when the epoch's transaction commits, so lingering 100 ms
+    instead of 5 costs no latency and makes fewer, larger requests: each input partition
+    has a producer of its own here (a KAFKA_CONFIG_LINGER_MS still wins)."""
+    return {**producer_config(settings), "linger.ms": 100,
+            "transaction.timeout.ms": max(settings.delivery_timeout_ms, 60_000),
+            **settings.kafka_config}
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:

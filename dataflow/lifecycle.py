@@ -9,8 +9,10 @@ which calls ``install()``. From then on:
   (``stop_requested``), the steps drain, the sinks confirm what they were given and
   commit the offsets it covers, the window shards write nothing provisional, and
   the process exits with 130 (SIGINT) or 143 (SIGTERM), without a panic or a
-  traceback. A second Ctrl-C at least 2 s after the first ends the process at
-  once (what was not confirmed is read again by the next run). A process still
+  traceback. Before the dataflow runs (start-up checks, or Bytewax waiting for the
+  cluster's other processes) nothing was read, and the process exits at once. A
+  second Ctrl-C at least 2 s after the first ends the process at once (what was not
+  confirmed is read again by the next run). A process still
   running ``STOP_GRACE_SECONDS`` after the request (another process of the
   cluster was not asked to stop) exits the same way.
 - **New input partitions**: ``watch_partitions`` reads the input topic's partition
@@ -50,7 +52,7 @@ from dataflow.logs import get_logger
 
 log = get_logger(__name__)
 PARTITION_CHECK_SECONDS = 10.0
-STOP_GRACE_SECONDS = 20.0
+STOP_GRACE_SECONDS = 10.0
 _SECOND_INTERRUPT_AFTER_S = 2.0  # a terminal delivers Ctrl-C to the runner's children too
 
 
@@ -68,6 +70,13 @@ class _Stop:
 
 _STOP = _Stop()
 _installed = False
+_running = False  # whether the dataflow runs: a source partition of this process was built
+
+
+def mark_running() -> None:
+    """The dataflow runs (a source partition was built): a stop now drains it."""
+    global _running  # one process-wide fact
+    _running = True
 
 
 def stop_requested() -> bool:
@@ -85,6 +94,10 @@ def request_stop(reason: str, code: int, restart: bool = False, **context: Any) 
         return
     _STOP.reason, _STOP.code, _STOP.restart, _STOP.at = reason, code, restart, time.monotonic()
     log.warning("stopping", reason=reason, exit_code=code, restart=restart, **context)
+    if not _running and _installed:
+        # Still starting (checks, or Bytewax waiting for the cluster's other processes):
+        # nothing was read, so nothing is left to write; Bytewax would not notice anyway.
+        _exit_now(code)
     threading.Thread(target=_exit_after_grace, name="stop-grace", daemon=True).start()
 
 

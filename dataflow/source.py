@@ -207,6 +207,7 @@ class LoginSource(FixedPartitionedSource[SourceBatch, SavedPartition]):
 
     def build_part(self, step_id: str, for_part: str,
                    resume_state: SavedPartition | None) -> _LoginPartition:
+        lifecycle.mark_running()
         partition = int(for_part)
         count = max(int(p) for p in self.list_parts()) + 1
         resume = None

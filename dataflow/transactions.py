@@ -103,30 +103,7 @@ class TransactionalWriter:
                 produce(topic, value, key, -1, None, None, timestamp or 0,
                         headers)  # type: ignore[arg-type]
             except Exception:  # BufferError or a refusal: handled off the hot path
-                self._produce_slowly(record)
-
-    def _produce_slowly(self, record: OutRecord) -> None:
-        """produce() once the local queue has room; a dead letter too large is cut to fit
-        (``dataflow.oversize``), once."""
-        topic, key, value, headers, timestamp = record
-        cut = False
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
-                                       timestamp=timestamp or 0)
-                return
-            except BufferError:
-                self._producer.poll(0.001)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                too_large = (isinstance(error, KafkaError)
-                             and error.code() == KafkaError.MSG_SIZE_TOO_LARGE)
-                if topic != self._dlq_topic or not too_large or cut:
-                    msg = f"write to topic {topic!r} failed: {kafka_reason(exc)}"
-                    raise DeliveryError(msg) from exc
-                key, value, headers = truncate_dead_letter(key, value, headers, self._max_bytes)
-                cut = True
-                log.warning("dead_letter_truncated", topic=topic, limit_bytes=self._max_bytes)
+                produce_patiently(self._producer, record, self._dlq_topic, self._max_bytes)
 
     def ready(self) -> None:
         """Wait until ``init_transactions`` is done (raises what it raised)."""
@@ -204,6 +181,31 @@ class TransactionalWriter:
                 log.warning("transaction_not_aborted", transactional_id=self._id,
                             error=kafka_reason(exc))
             self._open = False
+
+
+def produce_patiently(producer: Producer, record: OutRecord, dlq_topic: str,
+                      max_bytes: int) -> None:
+    """produce() once the local queue has room; a dead letter too large is cut to fit
+    (``dataflow.oversize``), once; any other refusal is a ``DeliveryError``."""
+    topic, key, value, headers, timestamp = record
+    cut = False
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
+                             timestamp=timestamp or 0)
+            return
+        except BufferError:
+            producer.poll(0.001)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            too_large = (isinstance(error, KafkaError)
+                         and error.code() == KafkaError.MSG_SIZE_TOO_LARGE)
+            if topic != dlq_topic or not too_large or cut:
+                msg = f"write to topic {topic!r} failed: {kafka_reason(exc)}"
+                raise DeliveryError(msg) from exc
+            key, value, headers = truncate_dead_letter(key, value, headers, max_bytes)
+            cut = True
+            log.warning("dead_letter_truncated", topic=topic, limit_bytes=max_bytes)
 
 
 def transactional_id(settings: Settings, name: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from tests.integration.jobs import ROOT, job_env, job_topics, wait_for
@@ -132,17 +133,18 @@ def test_one_event_from_a_fast_device_clock_makes_no_later_event_late(
                   ALLOWED_LATENESS_SECONDS="5", COUNT_FIELDS="user_id")
     log = tmp_path / "job.log"
     job = _bytewax_run(env, log)
-    for i in range(100):
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
+    for i in range(100):  # 10 events a second, each stamped when it is written
         ts = int(time.time()) + (200 if i == 50 else 0)
-        produce_all(kafka_bootstrap, input_topic,
-                    [(b"k", login_bytes(user_id=f"u{i}", timestamp=ts), 0)])
+        producer.produce(input_topic, login_bytes(user_id=f"u{i}", timestamp=ts), b"k",
+                         partition=0)
+        producer.poll(0)
         time.sleep(0.1)
+    assert producer.flush(10) == 0
     wait_for(lambda: len(_processed(kafka_bootstrap, topics["output"])) == 100, 60,
              "the 100 events to be processed")
-    wait_for(lambda: consume_all(kafka_bootstrap, topics["counts"]), 30,
-             "a window to be written")
-    assert consume_all(kafka_bootstrap, topics["late"]) == []
-    job.send_signal(signal.SIGTERM)
+    job.send_signal(signal.SIGTERM)  # everything read is written and confirmed first
     assert job.wait(30) == 143
+    assert consume_all(kafka_bootstrap, topics["late"]) == []
     summaries = [json.loads(p.read_text()) for p in tmp_path.glob("summary-*.json")]
     assert [s["late"] for s in summaries] == [{}]

@@ -31,7 +31,12 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import Sink
 
-from dataflow.batches import InvalidBatch, OutBatch, filter_logins, is_valid
+from dataflow.batches import (  # filter_logins: a new filter is one line (README)
+    InvalidBatch,
+    OutBatch,
+    filter_logins,  # noqa: F401
+    is_valid,
+)
 from dataflow.event_time import ACTIVE, NO_TIME
 from dataflow.exactly_once import metadata
 from dataflow.kafka_sink import counts_sink, partition_sink
@@ -45,7 +50,7 @@ from dataflow.steps import (
     LateRecords,
     ParseBatches,
     PartialCounts,
-    locale_allowed,
+    drop_excluded_locales,
 )
 from dataflow.windows import CountRecords, shard_logic
 
@@ -71,8 +76,7 @@ def build_flow(settings: Settings, source: LoginSource | None = None,
     split = op.branch("split_valid_invalid", parsed, is_valid)
     invalid = cast("Stream[InvalidBatch]", split.falses)  # whatever is not valid
     dead_letters = op.map("dead_letters", invalid, DeadLetters(settings))
-    valid = op.map("drop_excluded_locales", split.trues,
-                   filter_logins(locale_allowed(settings), "excluded_locale"))
+    valid = op.map("drop_excluded_locales", split.trues, drop_excluded_locales(settings))
     processed = op.map("enrich", valid, Enrich(settings))
     late = op.map("late_records", valid, LateRecords(settings))
     partials = op.flat_map("partial_counts", valid, PartialCounts(settings))

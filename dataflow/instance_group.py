@@ -131,6 +131,9 @@ def member_config(settings: Settings, me: Instance, group: str) -> dict[str, Any
     config.pop("group.instance.id", None)  # shared by every process it would fence them
     session_ms = int(config.get("session.timeout.ms", SESSION_TIMEOUT_MS))
     config.update({
+        # It never fetches (it pauses what it is assigned); should a fetch slip in between
+        # the assignment and the pause, keep what it may queue small.
+        "queued.max.messages.kbytes": 1, "max.partition.fetch.bytes": 1024,
         "group.id": group, "client.id": me.client_id,
         "group.protocol": "classic", "partition.assignment.strategy": "range",
         "session.timeout.ms": session_ms,

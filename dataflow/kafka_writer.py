@@ -168,13 +168,13 @@ class KafkaWriter:
         naming what failed otherwise."""
         self._producer.poll(0)
         remaining = self._producer.flush(self._flush_timeout_s)
-        written = [record for records in self._written for record in records]
         if self._oversize.waiting:
-            for _ in self._oversize.retry(written, self.produce_record):
+            for _ in self._oversize.retry(self._kept(), self.produce_record):
                 self._producer.flush(self._flush_timeout_s)
             self._failed += self._oversize.give_up(self._failures, _MAX_REPORTED)
             remaining = self._producer.flush(self._flush_timeout_s)
         if self._failed or remaining:
+            written = self._kept()
             msg = (f"{self._failed + remaining} of {len(written)} writes failed, stopping so "
                    f"nothing is lost: "
                    f"{describe_failures(self._failures, written + self._oversize.cut_records())}")
@@ -186,6 +186,10 @@ class KafkaWriter:
             if records:
                 metrics.PRODUCED.labels(records[0][0]).inc(len(records))
         self._written, self._pending = [], 0
+
+    def _kept(self) -> list[OutRecord]:
+        """Every record written since the last confirm (only to name or retry a failure)."""
+        return [record for records in self._written for record in records]
 
     def close(self) -> None:
         """Confirm what is left when the job stops. A failure is logged, not raised: no

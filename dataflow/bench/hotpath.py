@@ -24,7 +24,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from confluent_kafka import Message, Producer
 
-from dataflow.batches import Mark, SourceBatch, filter_logins
+from dataflow.batches import Mark, SourceBatch
 from dataflow.bench.cases import EXCLUDED, MIX
 from dataflow.entrypoint import tune_garbage_collector
 from dataflow.event_time import PartitionClock
@@ -38,7 +38,7 @@ from dataflow.steps import (
     LateRecords,
     ParseBatches,
     PartialCounts,
-    locale_allowed,
+    drop_excluded_locales,
 )
 
 START = 1_700_000_000
@@ -102,7 +102,7 @@ def measure(count: int, repeat: int) -> dict[str, float]:
     batches = [SourceBatch(0, 1, chunk, clock.stamp(chunk, read_at), Mark(None, "active"),
                            0, read_at) for chunk in chunks]
     parse = ParseBatches(settings)
-    keep = filter_logins(locale_allowed(settings), "excluded_locale")
+    keep = drop_excluded_locales(settings)
     parsed = [parse(batch) for batch in batches]
     valid = [keep(pair[0]) for pair in parsed]  # type: ignore[arg-type]
     invalid = [pair[1] for pair in parsed]

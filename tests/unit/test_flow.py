@@ -139,7 +139,7 @@ def test_adding_a_step_is_one_line_in_flow_py() -> None:
     """dataflow/flow.py with the README's one added line (and this test's function) runs:
     the blocked logins are dropped, counted as filtered, and nothing else changes."""
     path = Path(dataflow.flow.__file__)
-    anchor = '"excluded_locale"))\n'
+    anchor = 'drop_excluded_locales(settings))\n'
     source = path.read_text()
     assert source.count(anchor) == 1
     added = ('    valid = op.map("drop_blocked_ips", valid, '

@@ -60,7 +60,7 @@ def run_pipeline(records: Sequence[KafkaRecord]) -> Outcome:
     count is the job's own counter). Late counts and window updates are not per-record
     outputs: they are made, so they must not raise, and left out.
     """
-    from dataflow.batches import InvalidBatch, Mark, SourceBatch, ValidBatch, filter_logins
+    from dataflow.batches import InvalidBatch, Mark, SourceBatch, ValidBatch
     from dataflow.event_time import PartitionClock
     from dataflow.steps import (
         DeadLetters,
@@ -68,7 +68,7 @@ def run_pipeline(records: Sequence[KafkaRecord]) -> Outcome:
         LateRecords,
         ParseBatches,
         PartialCounts,
-        locale_allowed,
+        drop_excluded_locales,
     )
 
     def filtered() -> int:
@@ -80,7 +80,7 @@ def run_pipeline(records: Sequence[KafkaRecord]) -> Outcome:
                         Mark(clock.watermark, clock.state, True), len(records), NOW)
     parsed, invalid = ParseBatches(SETTINGS)(batch)
     assert isinstance(parsed, ValidBatch) and isinstance(invalid, InvalidBatch)
-    valid = filter_logins(locale_allowed(SETTINGS), "excluded_locale")(parsed)
+    valid = drop_excluded_locales(SETTINGS)(parsed)
     LateRecords(SETTINGS)(valid)
     PartialCounts(SETTINGS)(valid)
     return Outcome(Enrich(SETTINGS)(valid)[1].records, DeadLetters(SETTINGS)(invalid)[1].records,

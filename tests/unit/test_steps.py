@@ -9,7 +9,7 @@ from dataflow.batches import InvalidBatch, Mark, SourceBatch, ValidBatch, filter
 from dataflow.event_time import NO_STAMPS, Stamps
 from dataflow.settings import Settings
 from dataflow.shards import SHARD_KEYS, ShardUpdate, shard_key
-from dataflow.steps import LateRecords, ParseBatches, PartialCounts, locale_allowed
+from dataflow.steps import LateRecords, ParseBatches, PartialCounts, drop_excluded_locales
 from dataflow.transforms import iso_utc
 from tests.records import FakeRecord, login_bytes, written
 
@@ -58,15 +58,17 @@ def test_parse_marks_the_late_logins_and_keeps_them_valid() -> None:
     assert valid.any_late
 
 
-def test_filter_logins_keeps_what_the_predicate_accepts_and_counts_the_rest() -> None:
-    """A filter step drops logins on purpose, counted by its reason."""
+def test_filter_steps_keep_what_the_rule_accepts_and_count_the_rest() -> None:
+    """A filter step drops logins on purpose, counted by its reason; no rule, no change."""
     valid, _ = _parsed(_source(login_bytes(locale="ru"), login_bytes(locale="US")))
     before = metrics.snapshot()["filtered"].get("excluded_locale", 0)
-    kept = filter_logins(locale_allowed(Settings(excluded_locales=frozenset({"RU"}))),
-                         "excluded_locale")(valid)
+    kept = drop_excluded_locales(Settings(excluded_locales=frozenset({"RU"})))(valid)
     assert [a.login.locale for a in kept.logins] == ["US"]
     assert metrics.snapshot()["filtered"]["excluded_locale"] - before == 1
-    assert filter_logins(locale_allowed(Settings()), "excluded_locale")(valid) is valid
+    assert drop_excluded_locales(Settings())(valid) is valid
+    blocked = filter_logins(lambda a: a.login.locale != "US", "not_us")(valid)
+    assert [a.login.locale for a in blocked.logins] == ["ru"]  # as received
+    assert filter_logins(None, "nothing")(valid) is valid
 
 
 def test_late_records_count_the_late_logins_per_window_and_value() -> None:

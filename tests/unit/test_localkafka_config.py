@@ -127,3 +127,13 @@ def test_unreadable_record_is_reported(tmp_path: Path) -> None:
     (tmp_path / "cluster.json").write_text("{not json")
     with pytest.raises(LayoutError, match=r"cluster\.json is unreadable"):
         read_recorded(tmp_path)
+
+
+def test_only_a_cluster_fences_its_brokers_quickly() -> None:
+    """A node of a 3-node cluster has a 4 s broker session (failures noticed fast); a
+    single node 30 s, so a few seconds without CPU do not take its partitions offline."""
+    one = server_properties(Layout(port=29092, brokers=1), 1, Path("/tmp/x"))
+    three = server_properties(Layout(port=29092, brokers=3), 2, Path("/tmp/x"))
+    assert one["broker.session.timeout.ms"] == "30000"
+    assert three["broker.session.timeout.ms"] == "4000"
+    assert one["broker.heartbeat.interval.ms"] == three["broker.heartbeat.interval.ms"] == "1000"

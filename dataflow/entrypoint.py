@@ -135,7 +135,7 @@ def start_from_environment() -> Started:
         # is described while the topics are checked.
         with instance_group.claim(settings) as claim:
             partitions = check_topics(settings)
-        atexit.register(claim.release)  # a clean exit leaves the group at once
+        lifecycle.at_any_exit(claim.release)  # any exit leaves the group at once
         new_partitions = recovery_guard.check_recovery_state(settings, partitions)
         plan = exactly_once.prepare(settings, partitions) if settings.exactly_once else None
     except PipelineError as exc:

@@ -69,6 +69,7 @@ class _Stop:
 
 
 _STOP = _Stop()
+_LAST_WORDS: list[Callable[[], None]] = []  # run even by an exit that skips atexit
 _installed = False
 _running = False  # whether the dataflow runs: a source partition of this process was built
 
@@ -111,7 +112,19 @@ def _exit_after_grace() -> None:
     _exit_now(_STOP.code)
 
 
+def at_any_exit(action: Callable[[], None]) -> None:
+    """Run ``action`` at exit, also at an exit that cannot wait for the dataflow (the grace
+    time ran out, a second Ctrl-C): leaving the instances group, so the next start is not
+    refused while the broker still counts this process as running. It must be quick and
+    safe to run twice."""
+    _LAST_WORDS.append(action)
+    atexit.register(action)
+
+
 def _exit_now(code: int) -> None:
+    for action in reversed(_LAST_WORDS):
+        with contextlib.suppress(Exception):
+            action()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # closed, or no descriptor
             stream.flush()

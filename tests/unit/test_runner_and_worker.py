@@ -158,3 +158,13 @@ def test_worker_ends_with_one_line_when_our_error_comes_unwrapped(
     monkeypatch.setattr("sys.argv", ["worker"])  # main() renames argv[0]
     assert worker.main() == 1
     assert capsys.readouterr().err == "login-dataflow: error: DeliveryError: 1 of 1 writes failed\n"
+
+
+def test_an_exit_that_cannot_wait_still_runs_what_must_run_at_any_exit() -> None:
+    """The grace time's exit (os._exit) still leaves the instances group: at_any_exit runs."""
+    code = ("from dataflow import lifecycle\n"
+            "lifecycle.at_any_exit(lambda: print('left the group', flush=True))\n"
+            "lifecycle._exit_now(143)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (143, "left the group\n"), done.stderr

@@ -19,7 +19,8 @@ always agree. It also:
   as soon as it is built, so the first partition reads without waiting for every
   reader to open; an error opening it comes out of the first batch;
 - polls an empty partition after 10 ms, then less often up to every 100 ms, instead
-  of Bytewax's every 1 ms;
+  of Bytewax's every 1 ms, and reads again 5 ms after a batch that was not full, so
+  records gather into batches;
 - stops reading when the job is asked to stop (``dataflow.lifecycle``: Ctrl-C,
   SIGTERM, new input partitions), ending its part of the dataflow cleanly.
 """
@@ -49,6 +50,13 @@ from dataflow.settings import Settings
 # empty, up to every 100 ms: a quiet partition costs little CPU, and a new record
 # waits at most that long (a busy partition is polled again at once).
 FIRST_EMPTY_PAUSE = timedelta(milliseconds=10)
+# A read that returned less than a full batch waits this long before the next one, so
+# records gather into batches instead of running the whole flow for a few at a time. A
+# job that polled again at once spun on ever smaller batches when the broker fell behind
+# (a 2-core box, two job processes): each process busy for 4-6 times as long, 5 of 30
+# two-process runs under half the median speed (benchmarks/README.md). It adds at most
+# this much to the latency of live records.
+PARTIAL_BATCH_PAUSE = timedelta(milliseconds=5)
 LONGEST_EMPTY_PAUSE = timedelta(milliseconds=100)
 log = get_logger(__name__)
 # What a partition saves: (next offset, event-time clock).
@@ -80,6 +88,7 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
                                              settings.max_future_seconds, clock)
         self._window = settings.window_seconds
         self._idle_after = settings.idle_partition_seconds
+        self._batch_size = settings.source_batch_size
         self._quiet_since = time.monotonic()
         self._announced: tuple[int | None, str] | None = None  # what the shards last heard
         self._through: int | None = None  # the position the last batch carried
@@ -103,7 +112,7 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
         records = [] if reader.done else reader.read()
         read_at = time.time()
         if records:
-            self._pause = None
+            self._pause = None if len(records) >= self._batch_size else PARTIAL_BATCH_PAUSE
             self._quiet_since = time.monotonic()
             stamps = NO_STAMPS if self._cuts else clock.stamp(records, read_at)
         else:

@@ -122,6 +122,10 @@ def main(argv: list[str]) -> int:
         name = f"latency at {args.latency_rate:,} events/s, 1 process"
         results[name] = [run_latency(settings, topics, args.partitions, args.latency_rate,
                                      args.latency_seconds)]
+        if baseline is not None:
+            results[f"{name} (baseline)"] = [run_latency(
+                settings, topics, args.partitions, args.latency_rate, args.latency_seconds,
+                checkout=baseline)]
         results[f"{name}, exactly-once"] = [run_latency(
             settings, topics, args.partitions, args.latency_rate, args.latency_seconds,
             more=exactly_once_env(topics))]

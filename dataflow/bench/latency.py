@@ -61,17 +61,20 @@ def _collect(settings: Settings, topic: str, partitions: int, expected: int,
 
 
 def run_latency(settings: Settings, topics: Topics, partitions: int, rate: int,
-                seconds: float, more: dict[str, str] | None = None) -> Run:
+                seconds: float, more: dict[str, str] | None = None,
+                checkout: Path | None = None) -> Run:
     """Run the job on 1 process, feed it at ``rate`` events/s, measure produce->arrival (as a
-    consumer reading committed data sees it); ``more`` settings (exactly-once) when given."""
+    consumer reading committed data sees it); ``more`` settings (exactly-once) when given, the
+    job of another checkout (``--baseline``) when given; the generator is always this one's."""
     source = topics.make("latency-in", partitions)
     count = int(rate * (WARM_UP_S + seconds))
     with tempfile.TemporaryDirectory() as tmp:
         env = {**job_env(settings, topics, source, partitions, Path(tmp), stop_at_end=False),
                **(more or {})}
         env["INPUT_TOPIC"] = source
+        run_env = {**env, "PYTHONPATH": str(checkout)} if checkout is not None else env
         job = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "--processes", "1",
-                                "--base-port", str(free_ports(1))], env=env)
+                                "--base-port", str(free_ports(1))], env=run_env, cwd=checkout)
         try:
             time.sleep(2.0)  # let the job start and assign its partitions
             measure_from = time.time() * 1000 + WARM_UP_S * 1000

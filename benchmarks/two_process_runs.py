@@ -1,0 +1,73 @@
+"""Many two-process runs of the job over one preloaded topic, to catch the rare slow one.
+
+    python -m dataflow kafka start
+    python benchmarks/two_process_runs.py [RECORDS [RUNS]]      # default 1,000,000 and 30
+
+One JSON line per run (records/s over the whole command, exit code, and per process the
+records read, CPU seconds and seconds to its first read), then the median, the slowest and
+how many runs were under half the median (issue 20, item 9: the target is none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataflow.bench.cases import Topics, free_ports, job_env, preload  # noqa: E402
+from dataflow.logs import configure  # noqa: E402
+from dataflow.settings import Settings  # noqa: E402
+
+PARTITIONS = 8
+
+
+def one_run(settings: Settings, topics: Topics, source: str, records: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = job_env(settings, topics, source, PARTITIONS, Path(tmp), stop_at_end=True)
+        launched, started = time.time(), time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "dataflow", "run", "--processes", "2",
+                               "--base-port", str(free_ports(2))],
+                              env=env, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - started
+        summaries = [json.loads(p.read_text()) for p in Path(tmp).glob("*.json")]
+    row: dict[str, object] = {
+        "exit": done.returncode, "seconds": round(seconds, 2), "rate": round(records / seconds),
+        "processes": [{"read": s["consumed"], "cpu_s": round(s["cpu_seconds"], 2),
+                       "first_read_s": round((s.get("first_read_at") or launched) - launched, 2)}
+                      for s in summaries]}
+    if done.returncode or len(summaries) != 2:
+        row["stderr"] = done.stderr[-1500:]
+    return row
+
+
+def main() -> int:
+    records = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    settings = Settings.from_env(os.environ)
+    configure("warning", "console")
+    topics = Topics(settings)
+    rates = []
+    try:
+        source = topics.make("in", PARTITIONS)
+        preload(settings, source, records, PARTITIONS)
+        for run in range(runs):
+            row = {"run": run, **one_run(settings, topics, source, records)}
+            rates.append(int(row["rate"]))  # type: ignore[call-overload]
+            print(json.dumps(row), flush=True)
+    finally:
+        topics.delete_all()
+    median = statistics.median(rates)
+    print(f"median {median:,.0f} records/s, slowest {min(rates):,}, fastest {max(rates):,}; "
+          f"under half the median: {sum(rate < median / 2 for rate in rates)} of {len(rates)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

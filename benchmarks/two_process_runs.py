@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataflow.bench.cases import Topics, free_ports, job_env, preload  # noqa: E402
-from dataflow.logs import configure  # noqa: E402
-from dataflow.settings import Settings  # noqa: E402
+from dataflow.bench.cases import Topics, free_ports, job_env, preload
+from dataflow.logs import configure
+from dataflow.settings import Settings
 
 PARTITIONS = 8
 

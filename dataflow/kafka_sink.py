@@ -61,6 +61,8 @@ class _SinkPartition(StatefulSinkPartition[OutBatch, None]):
         self._partition = partition
         self._committer = committer
         self._through = -1
+        if committer is not None:
+            committer.hold()
 
     def write_batch(self, items: list[OutBatch]) -> None:
         writer, through = self._writer, self._through
@@ -80,6 +82,8 @@ class _SinkPartition(StatefulSinkPartition[OutBatch, None]):
 
     def close(self) -> None:
         self._writer.close()
+        if self._committer is not None:
+            self._committer.release()
 
 
 class _TransactionalPartition(StatefulSinkPartition[OutBatch, None]):

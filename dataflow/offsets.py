@@ -36,6 +36,7 @@ class OffsetCommitter:
         self._consumer: Consumer | None = None
         self._latest: dict[int, int] = {}
         self._acknowledged: dict[int, int] = {}  # what the broker confirmed, by partition
+        self._users = 0  # sink partitions of this process that commit through it
 
     def _client(self) -> Consumer:
         with self._lock:
@@ -75,6 +76,21 @@ class OffsetCommitter:
         self._client().commit(
             offsets=[TopicPartition(self._topic, partition, offset, metadata=metadata)],
             asynchronous=False)
+
+    def hold(self) -> None:
+        """A sink partition commits through this committer until it calls ``release``."""
+        with self._lock:
+            self._users += 1
+
+    def release(self) -> None:
+        """A sink partition is done (the dataflow ended): the last one closes the client, so
+        a dataflow run inside a longer-lived process (``bytewax.testing.run_main``) leaves
+        no consumer behind. A commit after that opens a new one."""
+        with self._lock:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.close()
 
     def close(self) -> None:
         """Commit synchronously each partition's last offset the broker has not confirmed

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from dataflow import changelog, transactions
+from dataflow import changelog, metrics, transactions
 from dataflow.errors import PipelineError
 from dataflow.event_time import ACTIVE, NO_TIME, ClockState
 from dataflow.kafka_config import consumer_config
@@ -103,7 +103,9 @@ def prepare(settings: Settings, partitions: list[int]) -> Plan:
     """Read STATE_TOPIC and CONSUMER_GROUP's offsets; a Resume for every partition that
     committed before (PipelineError when Kafka cannot tell)."""
     topic = changelog.ensure_topic(settings)
-    transactions.fence(settings, [*(f"p{p}" for p in partitions), *SHARD_SINK_NAMES])
+    processes, _workers = metrics.cluster_shape()
+    transactions.fence(settings, [*(f"p{p}" for p in partitions), *SHARD_SINK_NAMES],
+                       keep=processes == 1)
     states = changelog.read_states(settings, topic)
     # The last committed offsets, not waiting for a pending transaction's (none is left
     # after the fencing; read_uncommitted does not ask the broker for stable offsets).

@@ -112,6 +112,12 @@ class _Committer:
     def commit(self, partition: int, offset: int) -> None:
         self.events.append(("commit", partition, offset))
 
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
 
 def test_each_key_goes_to_the_sink_partition_of_the_same_name() -> None:
     """part_fn maps a partition's name to its own index among the names sorted as text, as

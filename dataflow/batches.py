@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
+from prometheus_client import Counter
+
 from dataflow import metrics
 from dataflow.event_time import NO_TIME, Stamps
 from dataflow.schemas import Accepted, KafkaRecord, OutRecord, Rejected
@@ -114,12 +116,18 @@ def filter_logins(predicate: Callable[[Accepted], bool] | None,
     filtered = metrics.FILTERED.labels(reason)
 
     def keep(batch: ValidBatch) -> ValidBatch:
-        logins = batch.logins
-        kept = [login for login in logins if predicate(login)]
-        if len(kept) == len(logins):
-            return batch
-        filtered.inc(len(logins) - len(kept))
-        return ValidBatch(batch.partition, batch.partitions, kept, batch.mark, batch.through,
-                          batch.read_at, batch.any_late, batch.replay)
+        return with_logins(batch, [login for login in batch.logins if predicate(login)],
+                           filtered)
 
     return keep
+
+
+def with_logins(batch: ValidBatch, kept: list[Accepted], filtered: Counter) -> ValidBatch:
+    """``batch`` with only the ``kept`` logins (the batch itself when none was dropped); the
+    dropped ones counted in ``filtered``."""
+    dropped = len(batch.logins) - len(kept)
+    if not dropped:
+        return batch
+    filtered.inc(dropped)
+    return ValidBatch(batch.partition, batch.partitions, kept, batch.mark, batch.through,
+                      batch.read_at, batch.any_late, batch.replay)

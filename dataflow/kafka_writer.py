@@ -88,12 +88,26 @@ def _refused(record: OutRecord, reason: str) -> str:
     return f"write to topic {topic!r}{_source_of(headers)} failed: {reason}"
 
 
+def produce_each(producer: Producer, records: Sequence[OutRecord],
+                 refused: Callable[[OutRecord], None]) -> None:
+    """Hand ``records`` to librdkafka with the producer's own ``produce()``, positionally
+    (1.27 against 1.67 us per call with keywords); a record it refuses (a full queue, too
+    large) goes to ``refused``, off the hot path."""
+    produce = producer.produce
+    for record in records:
+        topic, key, value, headers, timestamp = record
+        try:
+            produce(topic, value, key, -1, None, None, timestamp or 0,
+                    headers)  # type: ignore[arg-type]
+        except Exception:  # BufferError or a refusal
+            refused(record)
+
+
 class KafkaWriter:
     """One worker thread's producer: records handed to librdkafka, then confirmed.
 
-    ``write`` produces a list of records of one topic with the producer's own
-    ``produce()``, positionally (1.27 against 1.67 us per call with keywords); a record
-    it refuses goes to ``produce_record``, which waits out a full queue and cuts a dead
+    ``write`` produces a list of records of one topic (``produce_each``); a record
+    librdkafka refuses goes to ``produce_record``, which waits out a full queue and cuts a dead
     letter too large. The lists written since the last ``confirm()`` are kept (not
     copied) to name the source of a failed write: delivery reports carry no headers.
     """
@@ -124,14 +138,7 @@ class KafkaWriter:
     def write(self, records: Sequence[OutRecord]) -> None:
         """Hand ``records`` (all of one topic) to librdkafka; confirmed by ``confirm()``, or
         at once when CONFIRM_EVERY records wait."""
-        produce = self._producer.produce
-        for record in records:
-            topic, key, value, headers, timestamp = record
-            try:
-                produce(topic, value, key, -1, None, None, timestamp or 0,
-                        headers)  # type: ignore[arg-type]
-            except Exception:  # BufferError or a refusal: handled off the hot path
-                self.produce_record(record)
+        produce_each(self._producer, records, self.produce_record)
         self._written.append(records)
         self._pending += len(records)
         if self._pending >= CONFIRM_EVERY:

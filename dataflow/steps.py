@@ -24,7 +24,14 @@ from operator import attrgetter
 from typing import Any
 
 from dataflow import metrics
-from dataflow.batches import InvalidBatch, Keyed, OutBatch, SourceBatch, ValidBatch
+from dataflow.batches import (
+    InvalidBatch,
+    Keyed,
+    OutBatch,
+    SourceBatch,
+    ValidBatch,
+    with_logins,
+)
 from dataflow.deadletters import (
     HEADER_FROM_OFFSET,
     HEADER_FROM_PARTITION,
@@ -104,13 +111,8 @@ def drop_excluded_locales(settings: Settings) -> Callable[[ValidBatch], ValidBat
     dropped = metrics.FILTERED.labels("excluded_locale")
 
     def keep(batch: ValidBatch) -> ValidBatch:
-        logins = batch.logins
-        kept = [a for a in logins if a.login.locale.upper() not in excluded]
-        if len(kept) == len(logins):
-            return batch
-        dropped.inc(len(logins) - len(kept))
-        return ValidBatch(batch.partition, batch.partitions, kept, batch.mark, batch.through,
-                          batch.read_at, batch.any_late, batch.replay)
+        return with_logins(
+            batch, [a for a in batch.logins if a.login.locale.upper() not in excluded], dropped)
 
     return keep
 

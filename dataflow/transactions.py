@@ -30,6 +30,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from dataflow import metrics
 from dataflow.errors import DeliveryError, kafka_reason
 from dataflow.kafka_config import transactional_config
+from dataflow.kafka_writer import produce_each
 from dataflow.logs import get_logger
 from dataflow.oversize import DEFAULT_MESSAGE_MAX_BYTES, truncate_dead_letter
 from dataflow.schemas import OutRecord
@@ -97,14 +98,10 @@ class TransactionalWriter:
             return
         self._begin()
         self._written[records[0][0]] += len(records)
-        produce = self._producer.produce
-        for record in records:
-            topic, key, value, headers, timestamp = record
-            try:
-                produce(topic, value, key, -1, None, None, timestamp or 0,
-                        headers)  # type: ignore[arg-type]
-            except Exception:  # BufferError or a refusal: handled off the hot path
-                produce_patiently(self._producer, record, self._dlq_topic, self._max_bytes)
+        produce_each(self._producer, records, self._produce_patiently)
+
+    def _produce_patiently(self, record: OutRecord) -> None:
+        produce_patiently(self._producer, record, self._dlq_topic, self._max_bytes)
 
     def ready(self) -> None:
         """Wait until ``init_transactions`` is done (raises what it raised)."""

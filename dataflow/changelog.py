@@ -22,15 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from dataflow.errors import PipelineError
+from dataflow.errors import PipelineError, TopicError
 from dataflow.kafka_config import admin_config, consumer_config
 from dataflow.logs import get_logger
 from dataflow.schemas import OutRecord
 from dataflow.settings import Settings
 from dataflow.shards import ShardChange, ShardState
+from dataflow.topics import ensure_topics
 
 log = get_logger(__name__)
 _KEY = msgspec.json.Encoder()
@@ -77,21 +77,15 @@ def apply_record(states: dict[str, ShardState], key: bytes, value: bytes | None)
 
 
 def ensure_topic(settings: Settings) -> str:
-    """STATE_TOPIC, created compacted when it does not exist yet."""
+    """STATE_TOPIC, created compacted (one partition) when it does not exist yet."""
     topic = settings.window_state_topic
-    admin = AdminClient(admin_config(settings))
     try:
-        if topic in admin.list_topics(topic, timeout=10).topics and \
-                admin.list_topics(topic, timeout=10).topics[topic].error is None:
-            return topic
-        future = admin.create_topics([NewTopic(topic, 1, -1, config=TOPIC_CONFIG)])[topic]
-        future.result(timeout=30)
-        log.info("state_topic_created", topic=topic)
-    except KafkaException as exc:
-        if "TOPIC_ALREADY_EXISTS" in str(exc):
-            return topic
-        msg = f"STATE_TOPIC: cannot create {topic!r}: {exc}"
+        report = ensure_topics(admin_config(settings), [topic], 1, topic_config=TOPIC_CONFIG)
+    except TopicError as exc:
+        msg = f"STATE_TOPIC: {exc}"
         raise PipelineError(msg) from exc
+    if report.created:
+        log.info("state_topic_created", topic=topic)
     return topic
 
 

@@ -1,6 +1,7 @@
 """Creating the topics that are missing: one mechanism for every tool that needs it.
 
-The local broker's ``create-topics`` and the generator both call ``ensure_topics``
+The local broker's ``create-topics``, the generator and the exactly-once state topic
+(``dataflow.changelog``) call ``ensure_topics``
 with a full admin configuration, so security settings (``KAFKA_CONFIG_*``) apply.
 """
 
@@ -26,10 +27,12 @@ class TopicReport:
 
 
 def ensure_topics(config: Mapping[str, Any], names: Iterable[str], partitions: int,
-                  replication: int = -1, timeout: float = 30.0) -> TopicReport:
+                  replication: int = -1, timeout: float = 30.0,
+                  topic_config: Mapping[str, str] | None = None) -> TopicReport:
     """Create each topic in ``names`` that does not exist yet; wait until all are there.
 
-    ``replication`` -1 takes the broker's default.
+    ``replication`` -1 takes the broker's default; ``topic_config`` (e.g. a compacted
+    cleanup policy) applies to the topics created.
     """
     admin = AdminClient(dict(config))
     wanted = list(dict.fromkeys(names))
@@ -42,8 +45,9 @@ def ensure_topics(config: Mapping[str, Any], names: Iterable[str], partitions: i
     created: list[str] = []
     missing = [name for name in wanted if name not in present]
     if missing:
-        futures = admin.create_topics([NewTopic(n, partitions, replication) for n in missing],
-                                      request_timeout=timeout)
+        futures = admin.create_topics([NewTopic(n, partitions, replication,
+                                                config=dict(topic_config or {}))
+                                       for n in missing], request_timeout=timeout)
         for name, future in futures.items():
             try:
                 future.result(timeout=timeout)

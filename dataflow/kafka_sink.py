@@ -40,6 +40,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import TopicPartition
 
 from dataflow.batches import STATE, Mark, OutBatch
+from dataflow.event_time import ACTIVE
 from dataflow.exactly_once import Plan, metadata
 from dataflow.kafka_writer import KafkaWriter, WorkerWriters
 from dataflow.offsets import OffsetCommitter
@@ -114,7 +115,7 @@ class _TransactionalPartition(StatefulSinkPartition[OutBatch, None]):
         """End of an epoch: the records and the offset after them, committed together."""
         if self._through <= self._committed and not self._writer.open:
             return
-        clock = self._clock or Mark(None, "active")
+        clock = self._clock or Mark(None, ACTIVE)
         offset = TopicPartition(self._topic, self._partition, self._through,
                                 metadata=metadata(self._first, clock.newest, clock.state))
         self._writer.commit([offset], self._group)
@@ -194,10 +195,7 @@ def partition_sink(settings: Settings, names: Callable[[], list[str]], writers: 
 
 def counts_sink(settings: Settings, writers: WorkerWriters) -> KafkaSink:
     """The sink of the window shards' count records (and state, exactly-once)."""
-    if not settings.exactly_once:
-        return KafkaSink(lambda: list(SHARD_SINK_NAMES),
-                         lambda _name: _SinkPartition(writers.get(), None, None),
-                         _SINK_OF_SHARD.__getitem__)
-    return KafkaSink(lambda: list(SHARD_SINK_NAMES),
-                     lambda name: _TransactionalShards(writer(settings, name)),
-                     _SINK_OF_SHARD.__getitem__)
+    build: Callable[[str], StatefulSinkPartition[OutBatch, None]] = (
+        (lambda name: _TransactionalShards(writer(settings, name))) if settings.exactly_once
+        else (lambda _name: _SinkPartition(writers.get(), None, None)))
+    return KafkaSink(lambda: list(SHARD_SINK_NAMES), build, _SINK_OF_SHARD.__getitem__)

@@ -104,8 +104,6 @@ def request_stop(reason: str, code: int, restart: bool = False, **context: Any) 
 
 def _exit_after_grace() -> None:
     time.sleep(STOP_GRACE_SECONDS)
-    if _STOP.reason is None:  # withdrawn (tests do)
-        return
     log.error("stop_timeout", seconds=STOP_GRACE_SECONDS, reason=_STOP.reason,
               hint="another process of the cluster kept running; what was not confirmed is "
                    "read again by the next run")

@@ -53,9 +53,8 @@ FIRST_EMPTY_PAUSE = timedelta(milliseconds=10)
 # A read that returned less than a full batch waits this long before the next one, so
 # records gather into batches instead of running the whole flow for a few at a time. A
 # job that polled again at once spun on ever smaller batches when the broker fell behind
-# (a 2-core box, two job processes): each process busy for 4-6 times as long, 5 of 30
-# two-process runs under half the median speed (benchmarks/README.md). It adds at most
-# this much to the latency of live records.
+# (a 2-core box, two job processes): one cause of the two-process stalls, not the only
+# one (benchmarks/README.md). It adds at most this much to the latency of live records.
 PARTIAL_BATCH_PAUSE = timedelta(milliseconds=5)
 LONGEST_EMPTY_PAUSE = timedelta(milliseconds=100)
 log = get_logger(__name__)

@@ -253,9 +253,7 @@ class Progress:
 
     def _finish_bar(self) -> None:
         if self.bar is not None:
-            self.bar.screen.finish(keep=True)
-            if sys.stderr is self.bar.screen:
-                sys.stderr = self.bar.screen.stream
+            self.bar.screen.finish(keep=True)  # stays sys.stderr: see dataflow.terminal
             self.bar = None
 
     def stop(self) -> None:

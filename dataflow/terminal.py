@@ -5,14 +5,16 @@ installs it as ``sys.stderr``, so structlog's lines, ``print(file=sys.stderr)`` 
 tracebacks all pass through it). The status is drawn with a carriage return and
 erase-line, never with cursor movement up the screen, and every output is one write:
 
-- a log line: erase the status, the line and its newline, the status again;
+- a log line: erase the last line, the line and its newline, the status again (if any);
 - a status: erase the line, the status, clipped to the terminal's width (a wrapped
   line would leave its first part behind on the next redraw).
 
 So a line is never cut by a status, and several processes on one terminal (``python -m
 dataflow run --processes N``) each erase whatever status is on the last line before they
-print: the last line shows the most recent status. Only writes that bypass Python's
-``sys.stderr`` (native code writing to file descriptor 2) can still land after a status.
+print, also once their own bar is finished (the wrapper stays until the process ends): the
+last line shows the most recent status, redrawn by its process within a second. Only writes
+that bypass Python's ``sys.stderr`` (native code writing to file descriptor 2) can still
+land after a status.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class StatusLine:
         self._lock = threading.RLock()  # the worker's and the progress thread's lines
         self._pending = ""  # the start of a line not finished yet
         self._status = ""
+        self._line_start = True  # the next output starts a line (after a status: erases it)
 
     @property
     def stream(self) -> TextIO:
@@ -51,6 +54,7 @@ class StatusLine:
         with self._lock:
             self._status = status[:max(1, self.columns() - 1)]
             self._out(ERASE_LINE + self._status)
+            self._line_start = True
 
     def finish(self, keep: bool) -> None:
         """Stop showing a status: leave the last one as a line of its own, or erase it."""
@@ -58,22 +62,31 @@ class StatusLine:
             if self._status:
                 self._out(ERASE_LINE + (self._status + "\n" if keep else ""))
             self._status = ""
+            self._line_start = True
             if self._pending:
-                self._out(self._pending)
-                self._pending = ""
+                self._emit()
 
     def write(self, text: str) -> int:
         """Print whole lines above the status; hold a line until its newline comes."""
         with self._lock:
             self._pending += text
             if self._pending.endswith("\n"):
-                lines, self._pending = self._pending, ""
-                self._out(ERASE_LINE + lines + self._status if self._status else lines)
+                self._emit()
         return len(text)
 
     def flush(self) -> None:
+        """Flush; without a status, a line begun and flushed on purpose is printed as it is."""
         with self._lock:
+            if self._pending and not self._status:
+                self._emit()
             self._stream.flush()
+
+    def _emit(self) -> None:
+        """The held text in one write: erase the last line first (a status, this process's or
+        another's) when the text starts a line; then this process's status, if it has one."""
+        text, self._pending = self._pending, ""
+        self._out((ERASE_LINE if self._line_start else "") + text + self._status)
+        self._line_start = text.endswith("\n") or bool(self._status)
 
     def _out(self, text: str) -> None:
         self._stream.write(text)

@@ -194,13 +194,14 @@ def free_ports(count: int) -> int:
     """
     for _ in range(100):
         first = random.randrange(20_000, 32_000 - count)
-        if all(_bindable(port) for port in range(first, first + count)):
+        if all(is_free(port) for port in range(first, first + count)):
             return first
     msg = f"no {count} consecutive free ports found"
     raise RuntimeError(msg)
 
 
-def _bindable(port: int) -> bool:
+def is_free(port: int) -> bool:
+    """Whether this loopback port can be bound now (nothing listens on it)."""
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))

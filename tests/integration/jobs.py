@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from dataflow.bench.cases import free_ports, is_free
 from dataflow.localkafka import LocalKafka
 from dataflow.localkafka.layout import CONTROLLER_PORT_OFFSET
 from tests.integration.outcomes import login_stream
@@ -47,30 +47,6 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
             return result
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
         time.sleep(every)
-
-
-def free_ports(count: int) -> int:
-    """First of ``count`` consecutive loopback ports that nothing listens on."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = int(probe.getsockname()[1])
-        if first + count > 65535:
-            continue
-        if all(is_free(port) for port in range(first, first + count)):
-            return first
-    msg = f"no {count} consecutive free ports found"
-    raise AssertionError(msg)
-
-
-def is_free(port: int) -> bool:
-    """Whether nothing listens on this loopback port."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def free_kafka_port(brokers: int) -> int:

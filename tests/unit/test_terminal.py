@@ -77,6 +77,29 @@ def test_two_writers_on_one_terminal_replace_each_others_status() -> None:
         "line from process 0", "process 1: 60%"]
 
 
+def test_a_process_whose_bar_ended_still_erases_anothers_status_before_its_lines() -> None:
+    """Process 1 done (its bar kept as a line), process 0 at 65%: 1's next line is whole."""
+    shared = io.StringIO()
+    zero, one = StatusLine(shared), StatusLine(shared)
+    one.show("process 1: 100%")
+    one.finish(keep=True)
+    zero.show("process 0: 65%")
+    print("progress: process 1: read 150,142", file=one)  # type: ignore[arg-type]
+    zero.show("process 0: 70%")
+    assert render(shared.getvalue().encode()).lines() == [
+        "process 1: 100%", "progress: process 1: read 150,142", "process 0: 70%"]
+
+
+def test_without_a_status_a_flushed_part_of_a_line_is_printed_and_continued() -> None:
+    """After the bar, text flushed before its newline is not held back (nor erased)."""
+    screen = _screen()
+    screen.write("waiting ...")
+    screen.flush()
+    assert _written(screen) == f"{ERASE_LINE}waiting ..."
+    screen.write(" done\n")
+    assert render(_written(screen).encode()).lines() == ["waiting ... done"]
+
+
 @pytest.fixture
 def console_logs() -> Iterator[None]:
     """Whatever a test configures, structlog's defaults and the log format come back."""

@@ -61,5 +61,9 @@ class RecoveryStateError(PipelineError):
     """The recovery state was written with other settings, another layout or another topic."""
 
 
+class ClusterAddressError(PipelineError):
+    """This process could not listen on its cluster address (Bytewax's networking)."""
+
+
 class InstanceConflictError(PipelineError):
     """Another running job uses this job's CONSUMER_GROUP or recovery directory."""

@@ -26,7 +26,8 @@ which calls ``install()``. From then on:
   restart policies.
 - **A failure of ours** (a ``PipelineError``, such as a write Kafka refused) is
   printed as one line, ``login-dataflow: error: ...``, instead of a traceback;
-  exit code 1.
+  exit code 1. So is Bytewax failing to listen on this process's cluster port (another
+  process holds it: ``ClusterAddressError``), with exit code 2, a start refused.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from typing import Any
 from dataflow.errors import (
     EXIT_INTERRUPTED,
     EXIT_PARTITIONS_ADDED,
+    EXIT_SETTINGS,
     EXIT_TERMINATED,
+    ClusterAddressError,
     PipelineError,
 )
 from dataflow.logs import get_logger
@@ -148,14 +151,35 @@ def mark_failed() -> None:
 
 
 def pipeline_error(exc: BaseException | None) -> PipelineError | None:
-    """The first PipelineError in an exception's cause/context chain, if any."""
+    """The first PipelineError in an exception's cause/context chain, if any; Bytewax's
+    failure to open this process's cluster port (another process holds it) as a
+    ClusterAddressError, so it too is one line, not a Rust trace."""
     seen: list[BaseException] = []
     while exc is not None and all(exc is not s for s in seen):
         if isinstance(exc, PipelineError):
             return exc
         seen.append(exc)
         exc = exc.__cause__ or exc.__context__
+    for error in seen:
+        reason = str(error).partition(_NETWORKING_FAILED)[2].split("\n")[0].strip()
+        if reason:
+            return _address_error(reason)
     return None
+
+
+_NETWORKING_FAILED = "failed to initialize networking:"  # Bytewax 0.21, src/run.rs
+
+
+def _address_error(reason: str) -> ClusterAddressError:
+    from dataflow import metrics  # only on this failure: the runner imports this module too
+
+    process = metrics.process_id()
+    addresses = metrics.cluster_addresses()
+    address = addresses[process] if process < len(addresses) else "its address"
+    return ClusterAddressError(
+        f"process {process} cannot listen on {address} ({reason}): another process uses "
+        f"that port; stop it, or give the job free ports (python -m dataflow run "
+        f"--base-port, or -a/BYTEWAX_ADDRESSES of bytewax.run)")
 
 
 def _excepthook(kind: type[BaseException], value: BaseException,
@@ -187,7 +211,10 @@ def install(restart_env: Callable[[dict[str, str]], dict[str, str]] | None = Non
 
 
 def _finish(restart_env: Callable[[dict[str, str]], dict[str, str]]) -> None:
-    """After a requested stop: start again (new partitions) or exit with its code."""
+    """After a requested stop: start again (new partitions) or exit with its code. A start
+    refused for a cluster port in use exits 2 (EXIT_SETTINGS), as under dataflow.worker."""
+    if isinstance(pipeline_error(getattr(sys, "last_value", None)), ClusterAddressError):
+        _exit_now(EXIT_SETTINGS)
     if (_STOP.reason is None or _STOP.failed
             or getattr(sys, "last_value", None) is not None):
         return  # a normal end, or a failure: Python's own exit code stands

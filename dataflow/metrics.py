@@ -225,20 +225,28 @@ def process_id(argv: list[str] | None = None) -> int:
     return int(value) if value.isdigit() else 0
 
 
-def cluster_shape(argv: list[str] | None = None,
-                  environ: Mapping[str, str] | None = None) -> tuple[int, int]:
-    """(processes in the Bytewax cluster, worker threads per process), as bytewax.run reads
-    them: -a/--addresses or BYTEWAX_ADDRESSES (or BYTEWAX_HOSTFILE_PATH's lines), -w or
-    BYTEWAX_WORKERS_PER_PROCESS; 1 where none is given."""
+def cluster_addresses(argv: list[str] | None = None,
+                      environ: Mapping[str, str] | None = None) -> list[str]:
+    """The cluster's host:port addresses as bytewax.run reads them: -a/--addresses or
+    BYTEWAX_ADDRESSES (';'-separated), or BYTEWAX_HOSTFILE_PATH's lines; [] when alone."""
     env = os.environ if environ is None else environ
     addresses = bytewax_option(("-a", "--addresses"), "BYTEWAX_ADDRESSES", argv, env) or ""
-    processes = len([a for a in addresses.split(";") if a.strip()])
-    if not processes and env.get("BYTEWAX_HOSTFILE_PATH"):
+    found = [a.strip() for a in addresses.split(";") if a.strip()]
+    if not found and env.get("BYTEWAX_HOSTFILE_PATH"):
         try:
             lines = Path(env["BYTEWAX_HOSTFILE_PATH"]).read_text().splitlines()
         except OSError:
             lines = []
-        processes = len([line for line in lines if line.strip()])
+        found = [line.strip() for line in lines if line.strip()]
+    return found
+
+
+def cluster_shape(argv: list[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(processes in the Bytewax cluster, worker threads per process), as bytewax.run reads
+    them (``cluster_addresses``; -w or BYTEWAX_WORKERS_PER_PROCESS); 1 where none is given."""
+    env = os.environ if environ is None else environ
+    processes = len(cluster_addresses(argv, env))
     workers = bytewax_option(("-w", "--workers-per-process"), "BYTEWAX_WORKERS_PER_PROCESS",
                              argv, env) or ""
     return max(processes, 1), int(workers) if workers.strip().isdigit() else 1

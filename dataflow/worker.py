@@ -2,11 +2,11 @@
 
 Same arguments and environment as ``bytewax.run``; the job behaves the same under
 both (``dataflow.lifecycle``: Ctrl-C and SIGTERM stop it cleanly with exit code
-130 or 143, a failure of ours is one line and exit code 1, new input partitions
-restart it). In addition, a hard crash (a segfault or an abort in native code:
-librdkafka, Bytewax's Rust) prints the Python stack of every thread before the
-process dies, instead of ending it without a word. The runner, the compose file
-and the Kubernetes manifests start the job this way.
+130 or 143, a failure of ours is one line and exit code 1, a cluster port in use one
+line and exit code 2, new input partitions restart it). In addition, a hard crash (a
+segfault or an abort in native code: librdkafka, Bytewax's Rust) prints the Python
+stack of every thread before the process dies, instead of ending it without a word.
+The runner, the compose file and the Kubernetes manifests start the job this way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import runpy
 import signal
 import sys
 
-from dataflow.errors import EXIT_INTERRUPTED
+from dataflow.errors import EXIT_INTERRUPTED, EXIT_SETTINGS, ClusterAddressError
 from dataflow.lifecycle import mark_failed, pipeline_error
 
 
@@ -40,7 +40,7 @@ def main() -> int:
         if ours is None:
             raise
         print(f"login-dataflow: error: {type(ours).__name__}: {ours}", file=sys.stderr)
-        return 1
+        return EXIT_SETTINGS if isinstance(ours, ClusterAddressError) else 1
     return 0
 
 

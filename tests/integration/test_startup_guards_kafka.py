@@ -235,3 +235,29 @@ def test_a_second_job_on_the_same_recovery_directory_is_refused(
         "its own recovery directory\n"))
     assert took < REFUSED_WITHIN_S
     assert first.process.poll() is None, first.tail()
+
+
+@pytest.mark.parametrize("entry", ["bytewax.run", "dataflow.worker"])
+def test_a_cluster_port_held_by_another_process_is_one_line_and_exit_2(
+    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path, entry: str,
+) -> None:
+    """Process 0's cluster port taken by another listener: one line naming the process, its
+    address and what to do, exit 2; no Bytewax trace, under both entry points."""
+    topics = job_topics(make_topic, make_topic(partitions=2))
+    env = job_env(kafka_bootstrap, topics, tmp_path / "s", CONSUMER_GROUP=f"g-{uuid.uuid4().hex}")
+    first = free_ports(2)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", first))
+        holder.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", entry, "dataflow.flow", "-i", "0",
+             "-a", f"127.0.0.1:{first};127.0.0.1:{first + 1}"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            timeout=60, check=False)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2, done.stderr
+    assert [line for line in lines if not line.startswith("{")] == [
+        f"login-dataflow: error: ClusterAddressError: process 0 cannot listen on "
+        f"127.0.0.1:{first} (Address already in use (os error 98)): another process uses that "
+        "port; stop it, or give the job free ports (python -m dataflow run --base-port, or "
+        "-a/BYTEWAX_ADDRESSES of bytewax.run)"], done.stderr  # the rest: the JSON log

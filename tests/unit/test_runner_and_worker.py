@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dataflow.errors import DeliveryError
+from dataflow.errors import ClusterAddressError, DeliveryError
 from dataflow.kafka_writer import describe_failures
 from dataflow.lifecycle import pipeline_error
 from dataflow.metrics import process_id
@@ -141,6 +141,22 @@ def test_delivery_failure_names_topic_and_source_record() -> None:
     assert text == ("write to topic 'out' (source in partition 2 offset 41) failed: "
                     "Broker: Message size too large; write to topic 'dlq' (source in partition 0 "
                     "offset 7) failed: Local: Message timed out")
+
+
+def test_bytewax_failing_to_listen_is_a_cluster_address_error_naming_this_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bytewax's networking failure becomes one line with this process's own address."""
+    monkeypatch.setattr("sys.argv", ["bytewax.run", "dataflow.flow"])
+    monkeypatch.setenv("BYTEWAX_PROCESS_ID", "1")
+    monkeypatch.setenv("BYTEWAX_ADDRESSES", "10.0.0.1:2101;10.0.0.2:2101")
+    bytewax = RuntimeError("(src/run.rs:274:10) error building timely communication pipeline\n"
+                           "Caused by => Exception: failed to initialize networking: Address "
+                           "already in use (os error 98)")
+    found = pipeline_error(bytewax)
+    assert isinstance(found, ClusterAddressError)
+    assert str(found).startswith("process 1 cannot listen on 10.0.0.2:2101 (Address already "
+                                 "in use (os error 98)): another process uses that port; ")
 
 
 def test_worker_ends_with_one_line_when_our_error_comes_unwrapped(

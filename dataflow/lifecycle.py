@@ -26,8 +26,9 @@ which calls ``install()``. From then on:
   restart policies.
 - **A failure of ours** (a ``PipelineError``, such as a write Kafka refused) is
   printed as one line, ``login-dataflow: error: ...``, instead of a traceback;
-  exit code 1. So is Bytewax failing to listen on this process's cluster port (another
-  process holds it: ``ClusterAddressError``), with exit code 2, a start refused.
+  exit code 1. So is Bytewax failing to set up this process's cluster connections (another
+  process holds or knocks on its port: ``ClusterAddressError``), with exit code 2, a
+  start refused.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def mark_failed() -> None:
 
 def pipeline_error(exc: BaseException | None) -> PipelineError | None:
     """The first PipelineError in an exception's cause/context chain, if any; Bytewax's
-    failure to open this process's cluster port (another process holds it) as a
+    failure to set up this process's cluster connections (another process holds its port,
+    or something else connected to it: "received incorrect timely handshake") as a
     ClusterAddressError, so it too is one line, not a Rust trace."""
     seen: list[BaseException] = []
     while exc is not None and all(exc is not s for s in seen):
@@ -177,9 +179,10 @@ def _address_error(reason: str) -> ClusterAddressError:
     addresses = metrics.cluster_addresses()
     address = addresses[process] if process < len(addresses) else "its address"
     return ClusterAddressError(
-        f"process {process} cannot listen on {address} ({reason}): another process uses "
-        f"that port; stop it, or give the job free ports (python -m dataflow run "
-        f"--base-port, or -a/BYTEWAX_ADDRESSES of bytewax.run)")
+        f"process {process} could not open the cluster's connections on {address} "
+        f"({reason}): another process listens on or connects to that port; stop it, or give "
+        f"the job free ports (python -m dataflow run --base-port, or -a/BYTEWAX_ADDRESSES of "
+        f"bytewax.run)")
 
 
 def _excepthook(kind: type[BaseException], value: BaseException,

@@ -189,11 +189,14 @@ def _env(settings: Settings) -> dict[str, str]:
 def free_ports(count: int) -> int:
     """First of ``count`` consecutive loopback ports that can all be bound now.
 
-    Drawn below Linux's ephemeral range (32768-60999): a port from that range can be
-    taken by any outgoing connection (a Kafka client's, say) before the job binds it.
+    Drawn from 10000-19999: below Linux's ephemeral range (32768-60999), where any
+    outgoing connection (a Kafka client's, say) can take a port before the job binds it,
+    and below 20000-32000, where the bench's and the tests' brokers listen: a client of a
+    stopped broker keeps knocking on its port, and a job process listening there would
+    take its bytes for a peer's handshake (Bytewax: "received incorrect timely handshake").
     """
     for _ in range(100):
-        first = random.randrange(20_000, 32_000 - count)
+        first = random.randrange(10_000, 20_000 - count)
         if all(is_free(port) for port in range(first, first + count)):
             return first
     msg = f"no {count} consecutive free ports found"

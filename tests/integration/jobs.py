@@ -52,7 +52,8 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
 def free_kafka_port(brokers: int) -> int:
     """A first client port whose client and controller ports (port + 100) are all free."""
     for _ in range(100):
-        port = random.randrange(20_000, 32_000)  # below the ephemeral range (32768-)
+        # Below the ephemeral range (32768-), apart from the jobs' ports (free_ports)
+        port = random.randrange(20_000, 32_000)
         wanted = [*range(port, port + brokers),
                   *range(port + CONTROLLER_PORT_OFFSET, port + CONTROLLER_PORT_OFFSET + brokers)]
         if all(is_free(p) for p in wanted):

@@ -257,7 +257,47 @@ def test_a_cluster_port_held_by_another_process_is_one_line_and_exit_2(
     lines = done.stderr.splitlines()
     assert done.returncode == 2, done.stderr
     assert [line for line in lines if not line.startswith("{")] == [
-        f"login-dataflow: error: ClusterAddressError: process 0 cannot listen on "
-        f"127.0.0.1:{first} (Address already in use (os error 98)): another process uses that "
-        "port; stop it, or give the job free ports (python -m dataflow run --base-port, or "
-        "-a/BYTEWAX_ADDRESSES of bytewax.run)"], done.stderr  # the rest: the JSON log
+        f"login-dataflow: error: ClusterAddressError: process 0 could not open the cluster's "
+        f"connections on 127.0.0.1:{first} (Address already in use (os error 98)): another "
+        "process listens on or connects to that port; stop it, or give the job free ports "
+        "(python -m dataflow run --base-port, or -a/BYTEWAX_ADDRESSES of bytewax.run)"
+    ], done.stderr  # the rest: the JSON log
+
+
+def test_a_stray_connection_to_a_cluster_port_is_one_line_and_exit_2(
+    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    """Something not of the cluster connects to process 0's port (a Kafka client of a broker
+    that listened there, say): one line naming the handshake and the port, exit 2."""
+    topics = job_topics(make_topic, make_topic(partitions=2))
+    env = job_env(kafka_bootstrap, topics, tmp_path / "s", CONSUMER_GROUP=f"g-{uuid.uuid4().hex}")
+    first = free_ports(2)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "dataflow.flow", "-i", "0",
+         "-a", f"127.0.0.1:{first};127.0.0.1:{first + 1}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def connected() -> socket.socket | None:
+        stray = socket.socket()
+        if stray.connect_ex(("127.0.0.1", first)) == 0:
+            return stray
+        stray.close()
+        return None
+
+    stray = None
+    try:
+        stray = wait_for(connected, 60, "process 0 to listen", every=0.02)
+        stray.sendall(bytes(range(64)))  # not a timely handshake (a Kafka request, say)
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        if stray is not None:
+            stray.close()
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    assert job.returncode == 2, stderr
+    assert [line for line in stderr.splitlines() if not line.startswith("{")] == [
+        f"login-dataflow: error: ClusterAddressError: process 0 could not open the cluster's "
+        f"connections on 127.0.0.1:{first} (received incorrect timely handshake): another "
+        "process listens on or connects to that port; stop it, or give the job free ports "
+        "(python -m dataflow run --base-port, or -a/BYTEWAX_ADDRESSES of bytewax.run)"
+    ], stderr

@@ -155,8 +155,9 @@ def test_bytewax_failing_to_listen_is_a_cluster_address_error_naming_this_proces
                            "already in use (os error 98)")
     found = pipeline_error(bytewax)
     assert isinstance(found, ClusterAddressError)
-    assert str(found).startswith("process 1 cannot listen on 10.0.0.2:2101 (Address already "
-                                 "in use (os error 98)): another process uses that port; ")
+    assert str(found).startswith(
+        "process 1 could not open the cluster's connections on 10.0.0.2:2101 (Address already "
+        "in use (os error 98)): another process listens on or connects to that port; ")
 
 
 def test_worker_ends_with_one_line_when_our_error_comes_unwrapped(

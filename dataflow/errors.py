@@ -6,7 +6,7 @@ offset where they apply, so a log line says what broke and where.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:  # imported when used: `python -m dataflow run` starts 35 ms sooner without it
     from confluent_kafka import KafkaException
@@ -30,7 +30,10 @@ def kafka_reason(exc: KafkaException) -> str:
 
 
 class PipelineError(Exception):
-    """Root of every error this project raises on purpose."""
+    """Root of every error this project raises on purpose; ``exit_code``: the process's
+    exit code when one ends it (printed as one line by ``dataflow.lifecycle``)."""
+
+    exit_code: ClassVar[int] = 1
 
 
 class SettingsError(PipelineError):
@@ -62,7 +65,10 @@ class RecoveryStateError(PipelineError):
 
 
 class ClusterAddressError(PipelineError):
-    """This process could not listen on its cluster address (Bytewax's networking)."""
+    """Bytewax could not set up this process's cluster connections (its port is taken, or
+    something that is no peer connected to it): a start refused."""
+
+    exit_code = EXIT_SETTINGS
 
 
 class InstanceConflictError(PipelineError):

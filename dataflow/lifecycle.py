@@ -47,7 +47,6 @@ from typing import Any
 from dataflow.errors import (
     EXIT_INTERRUPTED,
     EXIT_PARTITIONS_ADDED,
-    EXIT_SETTINGS,
     EXIT_TERMINATED,
     ClusterAddressError,
     PipelineError,
@@ -214,10 +213,12 @@ def install(restart_env: Callable[[dict[str, str]], dict[str, str]] | None = Non
 
 
 def _finish(restart_env: Callable[[dict[str, str]], dict[str, str]]) -> None:
-    """After a requested stop: start again (new partitions) or exit with its code. A start
-    refused for a cluster port in use exits 2 (EXIT_SETTINGS), as under dataflow.worker."""
-    if isinstance(pipeline_error(getattr(sys, "last_value", None)), ClusterAddressError):
-        _exit_now(EXIT_SETTINGS)
+    """After a requested stop: start again (new partitions) or exit with its code. A failure
+    of ours whose exit code is not Python's 1 (a cluster port in use: 2) exits with it, as
+    under dataflow.worker."""
+    ours = pipeline_error(getattr(sys, "last_value", None))
+    if ours is not None and ours.exit_code != 1:
+        _exit_now(ours.exit_code)
     if (_STOP.reason is None or _STOP.failed
             or getattr(sys, "last_value", None) is not None):
         return  # a normal end, or a failure: Python's own exit code stands

@@ -17,7 +17,7 @@ import runpy
 import signal
 import sys
 
-from dataflow.errors import EXIT_INTERRUPTED, EXIT_SETTINGS, ClusterAddressError
+from dataflow.errors import EXIT_INTERRUPTED
 from dataflow.lifecycle import mark_failed, pipeline_error
 
 
@@ -40,7 +40,7 @@ def main() -> int:
         if ours is None:
             raise
         print(f"login-dataflow: error: {type(ours).__name__}: {ours}", file=sys.stderr)
-        return EXIT_SETTINGS if isinstance(ours, ClusterAddressError) else 1
+        return ours.exit_code
     return 0
 
 

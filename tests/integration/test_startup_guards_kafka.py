@@ -237,6 +237,15 @@ def test_a_second_job_on_the_same_recovery_directory_is_refused(
     assert first.process.poll() is None, first.tail()
 
 
+def _address_line(port: int, reason: str) -> str:
+    """The one line of a process 0 whose cluster port ``port`` failed for ``reason`` (the
+    rest of stderr is the JSON log)."""
+    return (f"login-dataflow: error: ClusterAddressError: process 0 could not open the "
+            f"cluster's connections on 127.0.0.1:{port} ({reason}): another process listens "
+            "on or connects to that port; stop it, or give the job free ports (python -m "
+            "dataflow run --base-port, or -a/BYTEWAX_ADDRESSES of bytewax.run)")
+
+
 @pytest.mark.parametrize("entry", ["bytewax.run", "dataflow.worker"])
 def test_a_cluster_port_held_by_another_process_is_one_line_and_exit_2(
     kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path, entry: str,
@@ -257,11 +266,7 @@ def test_a_cluster_port_held_by_another_process_is_one_line_and_exit_2(
     lines = done.stderr.splitlines()
     assert done.returncode == 2, done.stderr
     assert [line for line in lines if not line.startswith("{")] == [
-        f"login-dataflow: error: ClusterAddressError: process 0 could not open the cluster's "
-        f"connections on 127.0.0.1:{first} (Address already in use (os error 98)): another "
-        "process listens on or connects to that port; stop it, or give the job free ports "
-        "(python -m dataflow run --base-port, or -a/BYTEWAX_ADDRESSES of bytewax.run)"
-    ], done.stderr  # the rest: the JSON log
+        _address_line(first, "Address already in use (os error 98)")], done.stderr
 
 
 def test_a_stray_connection_to_a_cluster_port_is_one_line_and_exit_2(
@@ -296,8 +301,4 @@ def test_a_stray_connection_to_a_cluster_port_is_one_line_and_exit_2(
             job.communicate()
     assert job.returncode == 2, stderr
     assert [line for line in stderr.splitlines() if not line.startswith("{")] == [
-        f"login-dataflow: error: ClusterAddressError: process 0 could not open the cluster's "
-        f"connections on 127.0.0.1:{first} (received incorrect timely handshake): another "
-        "process listens on or connects to that port; stop it, or give the job free ports "
-        "(python -m dataflow run --base-port, or -a/BYTEWAX_ADDRESSES of bytewax.run)"
-    ], stderr
+        _address_line(first, "received incorrect timely handshake")], stderr

@@ -16,9 +16,9 @@ batch it takes, even an empty one: the sink then always learns ``through``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TypeGuard
 
+import msgspec
 from prometheus_client import Counter
 
 from dataflow import metrics
@@ -26,8 +26,7 @@ from dataflow.event_time import NO_TIME, Stamps
 from dataflow.schemas import Accepted, KafkaRecord, OutRecord, Rejected
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
+class Mark(msgspec.Struct, frozen=True):
     """A partition's watermark and state after a batch, and whether the shards must hear
     of it (its window or state changed since they last did); ``newest`` is its clock."""
 
@@ -37,8 +36,7 @@ class Mark:
     newest: int = NO_TIME
 
 
-@dataclass(frozen=True, slots=True)
-class SourceBatch:
+class SourceBatch(msgspec.Struct, frozen=True):
     """Records of one input partition in offset order, as the source read and timed them."""
 
     partition: int
@@ -51,8 +49,7 @@ class SourceBatch:
     replay: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ValidBatch:
+class ValidBatch(msgspec.Struct, frozen=True):
     """The logins of a batch that parsed and validated, in offset order."""
 
     partition: int
@@ -65,8 +62,7 @@ class ValidBatch:
     replay: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class InvalidBatch:
+class InvalidBatch(msgspec.Struct, frozen=True):
     """The records of a batch that did not: they become dead letters."""
 
     partition: int
@@ -76,15 +72,14 @@ class InvalidBatch:
     replay: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class OutBatch:
+class OutBatch(msgspec.Struct, frozen=True):
     """Records for Kafka from one batch; ``through`` is the input offset they cover.
 
     ``replay``: the batch was read again after a restart in exactly-once mode and its
     outputs are committed already (it carries no records); ``clock``: the partition's
     clock after the batch, which the exactly-once sink commits with the offset."""
 
-    records: list[OutRecord] = field(default_factory=list)
+    records: list[OutRecord] = msgspec.field(default_factory=list)
     through: int = -1
     replay: bool = False
     clock: Mark | None = None

@@ -19,7 +19,6 @@ shards stand.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -123,8 +122,7 @@ def read_states(settings: Settings, topic: str) -> dict[str, ShardState]:
     return states
 
 
-@dataclass(frozen=True, slots=True)
-class ShardsStand:
+class ShardsStand(msgspec.Struct, frozen=True):
     """Where the shards stand for one input partition: the lowest ``through`` any of them
     applied (with the clock after it) and every shard's, to cut a replay at."""
 

@@ -15,9 +15,10 @@ import atexit
 import gc
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
+
+import msgspec
 
 from dataflow import (
     exactly_once,
@@ -83,8 +84,7 @@ def _summarise(settings: Settings) -> None:
         metrics.write_summary(settings.run_summary_dir)
 
 
-@dataclass(frozen=True)
-class Started:
+class Started(msgspec.Struct, frozen=True):
     """What start-up established: the settings and the input partitions to read."""
 
     settings: Settings

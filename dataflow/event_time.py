@@ -73,8 +73,7 @@ class ClockState:
     state: str = ACTIVE
 
 
-@dataclass(frozen=True, slots=True)
-class Stamps:
+class Stamps(msgspec.Struct, frozen=True):
     """What the clock decided for one batch: indexes of its late and future records."""
 
     late: frozenset[int] = frozenset()
@@ -84,8 +83,7 @@ class Stamps:
 NO_STAMPS = Stamps()
 
 
-@dataclass(slots=True)
-class PartitionClock:
+class PartitionClock(msgspec.Struct):
     """Newest event time of one partition and what follows from it."""
 
     lateness: int

@@ -22,8 +22,8 @@ only the batches past its point. Bytewax's recovery state, if any, is not used.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
+import msgspec
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from dataflow import changelog, metrics, transactions
@@ -38,8 +38,7 @@ log = get_logger(__name__)
 COMMITTED_TIMEOUT_S = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class Resume:
+class Resume(msgspec.Struct, frozen=True):
     """Where one input partition starts again, and what of it is done already."""
 
     start: int  # the offset to read from
@@ -86,13 +85,12 @@ def resume(partition: int, committed: int, saved: str | None,
     return Resume(start, clock, committed, boundaries, first)
 
 
-@dataclass
-class Plan:
+class Plan(msgspec.Struct):
     """What a process of the job needs to start in exactly-once mode."""
 
     states: dict[str, ShardState]
     resumes: dict[int, Resume]
-    firsts: dict[int, int] = field(default_factory=dict)  # set as partitions open
+    firsts: dict[int, int] = msgspec.field(default_factory=dict)  # set as partitions open
 
     def first(self, partition: int) -> int:
         """Where ``partition``'s exactly-once processing began (for the offset metadata)."""

@@ -35,11 +35,11 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import msgspec
 from confluent_kafka import (
     Consumer,
     ConsumerGroupState,
@@ -80,8 +80,7 @@ _REBALANCING = frozenset({ConsumerGroupState.PREPARING_REBALANCING,
                           ConsumerGroupState.COMPLETING_REBALANCING})
 
 
-@dataclass(frozen=True, slots=True)
-class GroupView:
+class GroupView(msgspec.Struct, frozen=True):
     """A consumer group as described: its members, and whether a rebalance is under way."""
 
     members: list[Member]

@@ -18,8 +18,9 @@ import os
 import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from dataflow.logs import get_logger
 from dataflow.recovery_guard import (
@@ -55,8 +56,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class Instance:
+class Instance(msgspec.Struct, frozen=True):
     """One process of one job: its cluster, process index, pid and host."""
 
     cluster: str
@@ -89,8 +89,7 @@ def parse_client_id(client_id: str) -> Instance | None:
                     int(found["ns"] or 0))
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(msgspec.Struct, frozen=True):
     """A member of the instances group, as the broker describes it."""
 
     member_id: str

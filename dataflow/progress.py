@@ -34,9 +34,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from dataflow import logs, metrics
 from dataflow.settings import Settings
@@ -64,8 +65,7 @@ def interval_seconds(settings: Settings) -> int:
     return JSON_SECONDS if logs.json_logs() else CONSOLE_SECONDS
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(msgspec.Struct, frozen=True):
     """This process's numbers at one instant (``at``: time.monotonic())."""
 
     at: float

@@ -35,9 +35,10 @@ import socket
 import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+import msgspec
 
 from dataflow.errors import InstanceConflictError, RecoveryStateError
 from dataflow.logs import get_logger
@@ -77,8 +78,7 @@ def fingerprint(settings: Settings, partition_count: int) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     """What to do with one part file: rows to write, and the partitions new since it was
     first written."""
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflow.errors import TopicError, kafka_reason
 
 
-@dataclass(frozen=True, slots=True)
-class TopicReport:
+class TopicReport(msgspec.Struct, frozen=True):
     """Which of the asked topics were created and which existed already."""
 
     created: tuple[str, ...]

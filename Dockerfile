@@ -34,6 +34,10 @@ RUN pip install --no-cache-dir --only-binary=:all: -r requirements.txt
 # The source last, so a code change rebuilds only this layer. Root's files, read-only
 # for the app user.
 COPY dataflow/ ./dataflow/
+# Compiled to bytecode here, once: with PYTHONDONTWRITEBYTECODE and a source the app user
+# cannot write, every process start (each worker process, each restart) would otherwise
+# compile the whole package again: about 35 ms more to import the job (measured).
+RUN python -m compileall -q dataflow
 
 USER app
 

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from dataflow.batches import Mark, ValidBatch
+from dataflow.bench import compile_package
 from dataflow.bench.cases import Run, free_ports, start_up, written_by_kind
 from dataflow.bench.handloop import HandLoop, count_key, window_records
 from dataflow.bench.report import outputs_check, summary, table
@@ -228,3 +229,14 @@ def test_free_ports_are_consecutive_bindable_and_apart_from_brokers_and_clients(
     for port in range(first, first + 3):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", port))
+
+
+def test_checkouts_are_compiled_even_where_python_writes_no_bytecode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile_package writes each checkout's bytecode under PYTHONDONTWRITEBYTECODE."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    (tmp_path / "dataflow").mkdir()
+    (tmp_path / "dataflow" / "step.py").write_text("X = 1\n")
+    compile_package(tmp_path, None)
+    assert [p.name.split(".")[0] for p in (tmp_path / "dataflow" / "__pycache__").iterdir()] == [
+        "step"]

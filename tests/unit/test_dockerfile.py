@@ -81,6 +81,12 @@ def test_python_runs_unbuffered_without_bytecode_files() -> None:
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
+def test_the_package_is_compiled_to_bytecode_after_it_is_copied() -> None:
+    """compileall runs on dataflow/ after COPY: no start compiles the package again."""
+    assert index_of("RUN", r"python -m compileall( -q)? dataflow/?$") > index_of(
+        "COPY", r"^dataflow/?\s")
+
+
 def test_installs_exactly_the_production_requirements() -> None:
     """One pip install, of requirements.txt alone, without a cache; no dev tools."""
     installs = pip_installs()

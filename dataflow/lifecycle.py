@@ -150,6 +150,9 @@ def mark_failed() -> None:
     _STOP.failed = True
 
 
+_NETWORKING_FAILED = "failed to initialize networking:"  # Bytewax 0.21, src/run.rs
+
+
 def pipeline_error(exc: BaseException | None) -> PipelineError | None:
     """The first PipelineError in an exception's cause/context chain, if any; Bytewax's
     failure to set up this process's cluster connections (another process holds its port,
@@ -167,8 +170,6 @@ def pipeline_error(exc: BaseException | None) -> PipelineError | None:
             return _address_error(reason)
     return None
 
-
-_NETWORKING_FAILED = "failed to initialize networking:"  # Bytewax 0.21, src/run.rs
 
 
 def _address_error(reason: str) -> ClusterAddressError:
@@ -216,11 +217,11 @@ def _finish(restart_env: Callable[[dict[str, str]], dict[str, str]]) -> None:
     """After a requested stop: start again (new partitions) or exit with its code. A failure
     of ours whose exit code is not Python's 1 (a cluster port in use: 2) exits with it, as
     under dataflow.worker."""
-    ours = pipeline_error(getattr(sys, "last_value", None))
+    failure = getattr(sys, "last_value", None)
+    ours = pipeline_error(failure)
     if ours is not None and ours.exit_code != 1:
         _exit_now(ours.exit_code)
-    if (_STOP.reason is None or _STOP.failed
-            or getattr(sys, "last_value", None) is not None):
+    if _STOP.reason is None or _STOP.failed or failure is not None:
         return  # a normal end, or a failure: Python's own exit code stands
     if _STOP.restart:
         argv = [sys.executable, *sys.orig_argv[1:]]

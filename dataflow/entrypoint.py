@@ -96,13 +96,14 @@ class Started(msgspec.Struct, frozen=True):
         """The flow is built: watch for new partitions, report progress, tune the collector."""
         from confluent_kafka.admin import AdminClient
 
-        admins: list[AdminClient] = []  # made by the watching thread, off the start-up path
+        admin: AdminClient | None = None  # made by the watching thread, off the start-up path
 
         def partition_count() -> int:
-            if not admins:
-                admins.append(AdminClient(admin_config(self.settings)))
-            admins[0].poll(0)  # an admin client's log lines are served by poll() only
-            return len(list_partitions(self.settings, self.settings.input_topic, admins[0]))
+            nonlocal admin
+            if admin is None:
+                admin = AdminClient(admin_config(self.settings))
+            admin.poll(0)  # an admin client's log lines are served by poll() only
+            return len(list_partitions(self.settings, self.settings.input_topic, admin))
 
         lifecycle.watch_partitions(partition_count, self.partitions)
         progress.start(self.settings)

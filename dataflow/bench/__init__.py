@@ -32,6 +32,7 @@ from dataflow.bench.report import machine, table, write_json
 from dataflow.errors import MissingTopicError, PipelineError
 from dataflow.kafka_source import list_partitions
 from dataflow.logs import configure
+from dataflow.runner import PROJECT_ROOT
 from dataflow.settings import Settings
 
 CEILING = "ceiling: plain consume -> produce loop"
@@ -116,7 +117,7 @@ def main(argv: list[str]) -> int:
     except PipelineError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
-    compile_package(Path(__file__).resolve().parents[2], baseline)
+    compile_package(PROJECT_ROOT, baseline)
     topics = Topics(settings)
     results: dict[str, list[Run]] = {}
     try:

@@ -15,6 +15,8 @@ always agree. It also:
   ``STOP_AT_END`` run;
 - emits an empty batch when its position moved without records (past transaction
   markers, aborted records or compacted gaps), so the sink commits that position;
+- takes turns with the other partitions of its worker (``dataflow.turns``): one
+  partition's batch passes the steps at a time;
 - opens its reader (a consumer, and the offsets from the broker) in the background
   as soon as it is built, so the first partition reads without waiting for every
   reader to open; an error opening it comes out of the first batch;
@@ -28,6 +30,7 @@ always agree. It also:
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection
@@ -45,6 +48,7 @@ from dataflow.kafka_source import PartitionReader, list_partitions
 from dataflow.logs import get_logger
 from dataflow.schemas import KafkaRecord
 from dataflow.settings import Settings
+from dataflow.turns import Turns
 
 # An empty partition is polled again after 10 ms, then less often while it stays
 # empty, up to every 100 ms: a quiet partition costs little CPU, and a new record
@@ -79,8 +83,12 @@ ReaderFactory = Callable[[Settings, int, "int | None"], Reader]
 class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
     def __init__(self, settings: Settings, partition: int, partitions: int,
                  clock: ClockState | None, opening: Future[Reader],
-                 resume: Resume | None = None) -> None:
+                 resume: Resume | None = None, turns: Turns | None = None) -> None:
         self._partition = partition
+        self._name = str(partition)
+        self._turns = Turns() if turns is None else turns
+        self._turns.join(self._name)
+        self._waiting = False  # refused its turn: to be called again at once
         self._partitions = partitions
         self._opening = opening
         self._clock = PartitionClock.restore(settings.allowed_lateness_seconds,
@@ -106,11 +114,16 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
 
     def next_batch(self) -> list[SourceBatch]:
         if self._finished or lifecycle.stop_requested():
+            self._turns.leave(self._name)
             raise StopIteration
+        self._waiting = not self._turns.may_read(self._name)
+        if self._waiting:
+            return []
         reader, clock = self._reader, self._clock
         records = [] if reader.done else reader.read()
         read_at = time.time()
         if records:
+            self._turns.read(self._name)
             self._pause = None if len(records) >= self._batch_size else PARTIAL_BATCH_PAUSE
             self._quiet_since = time.monotonic()
             stamps = NO_STAMPS if self._cuts else clock.stamp(records, read_at)
@@ -171,6 +184,8 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
         return Mark(watermark, state, announce, self._clock.newest)
 
     def next_awake(self) -> datetime | None:
+        if self._waiting:
+            return datetime.now(UTC)
         return None if self._pause is None else datetime.now(UTC) + self._pause
 
     def snapshot(self) -> SavedPartition:
@@ -206,6 +221,8 @@ class LoginSource(FixedPartitionedSource[SourceBatch, SavedPartition]):
         # each) is opened in the background as the partition is built, so the first
         # partition reads without waiting for all of them to open.
         self._opener = ThreadPoolExecutor(max_workers=8, thread_name_prefix="open-partition")
+        # Bytewax builds and runs a worker's partitions on the worker's thread.
+        self._worker = threading.local()
 
     def list_parts(self) -> list[str]:
         """The input partitions, read once: the sink lists the very same names."""
@@ -230,7 +247,10 @@ class LoginSource(FixedPartitionedSource[SourceBatch, SavedPartition]):
                      partition=partition)
         opening = self._opener.submit(self._open, settings, partition, offset,
                                       resume is None)
-        return _LoginPartition(self._settings, partition, count, clock, opening, resume)
+        turns = getattr(self._worker, "turns", None)
+        if turns is None:
+            turns = self._worker.turns = Turns()
+        return _LoginPartition(self._settings, partition, count, clock, opening, resume, turns)
 
     def _open(self, settings: Settings, partition: int, offset: int | None,
               fresh: bool) -> Reader:

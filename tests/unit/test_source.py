@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -121,6 +122,30 @@ def test_a_new_partition_without_state_starts_at_its_beginning() -> None:
     for partition in ("0", "1"):
         assert source.build_part("read", partition, None)._reader is not None  # opened
     assert seen == ["latest", "earliest"]
+
+
+def test_a_workers_partitions_take_turns_one_batch_per_activation() -> None:
+    """Two partitions of one worker, both with records: one reads per activation, in turn;
+    the one refused asks to be called again at once."""
+    records = [FakeRecord(login_bytes(timestamp=BASE), _offset=i) for i in range(6)]
+    source = LoginSource(Settings(), lambda _s, _p, _o: ListReader(records, 2, 0, True),
+                         partitions=[0, 1])
+    parts = [source.build_part("read", name, None) for name in ("0", "1")]
+    for part in parts:
+        assert part._reader is not None  # opened
+
+    def activation() -> list[int]:
+        read = []
+        for part in parts:  # Bytewax calls a worker's due partitions in name order
+            if [b for b in part.next_batch() if b.records]:
+                read.append(part._partition)
+            else:
+                awake = part.next_awake()
+                assert awake is not None
+                assert (awake - datetime.now(UTC)).total_seconds() <= 0
+        return read
+
+    assert [activation() for _ in range(4)] == [[0], [1], [0], [1]]
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ always agree. It also:
   ``STOP_AT_END`` run;
 - emits an empty batch when its position moved without records (past transaction
   markers, aborted records or compacted gaps), so the sink commits that position;
-- takes turns with the other partitions of its worker (``dataflow.turns``): one
-  partition's batch passes the steps at a time;
+- takes turns with the other partitions of its worker (``dataflow.turns``): at
+  most about one batch's worth of records passes the steps at a time;
 - opens its reader (a consumer, and the offsets from the broker) in the background
   as soon as it is built, so the first partition reads without waiting for every
   reader to open; an error opening it comes out of the first batch;
@@ -86,7 +86,7 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
                  resume: Resume | None = None, turns: Turns | None = None) -> None:
         self._partition = partition
         self._name = str(partition)
-        self._turns = Turns() if turns is None else turns
+        self._turns = Turns(settings.source_batch_size) if turns is None else turns
         self._turns.join(self._name)
         self._waiting = False  # refused its turn: to be called again at once
         self._partitions = partitions
@@ -123,7 +123,7 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
         records = [] if reader.done else reader.read()
         read_at = time.time()
         if records:
-            self._turns.read(self._name)
+            self._turns.read(self._name, len(records))
             self._pause = None if len(records) >= self._batch_size else PARTIAL_BATCH_PAUSE
             self._quiet_since = time.monotonic()
             stamps = NO_STAMPS if self._cuts else clock.stamp(records, read_at)
@@ -249,7 +249,7 @@ class LoginSource(FixedPartitionedSource[SourceBatch, SavedPartition]):
                                       resume is None)
         turns = getattr(self._worker, "turns", None)
         if turns is None:
-            turns = self._worker.turns = Turns()
+            turns = self._worker.turns = Turns(self._settings.source_batch_size)
         return _LoginPartition(self._settings, partition, count, clock, opening, resume, turns)
 
     def _open(self, settings: Settings, partition: int, offset: int | None,

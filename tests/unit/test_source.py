@@ -125,11 +125,11 @@ def test_a_new_partition_without_state_starts_at_its_beginning() -> None:
 
 
 def test_a_workers_partitions_take_turns_one_batch_per_activation() -> None:
-    """Two partitions of one worker, both with records: one reads per activation, in turn;
-    the one refused asks to be called again at once."""
+    """Two partitions of one worker, both with full batches to read: one reads per
+    activation, in turn; the one refused asks to be called again at once."""
     records = [FakeRecord(login_bytes(timestamp=BASE), _offset=i) for i in range(6)]
-    source = LoginSource(Settings(), lambda _s, _p, _o: ListReader(records, 2, 0, True),
-                         partitions=[0, 1])
+    source = LoginSource(Settings(source_batch_size=2),
+                         lambda _s, _p, _o: ListReader(records, 2, 0, True), partitions=[0, 1])
     parts = [source.build_part("read", name, None) for name in ("0", "1")]
     for part in parts:
         assert part._reader is not None  # opened

@@ -25,8 +25,8 @@ the offset's metadata) in one transaction of the partition's own
 (STATE_TOPIC, ``dataflow.changelog``) in one of the group's. Replayed batches
 (``OutBatch.replay``) are not written again (``dataflow.exactly_once``).
 
-A writer also confirms once ``CONFIRM_EVERY`` records wait, and serves delivery
-reports after every ``write_batch``: a write that failed for good
+A writer also confirms before a ``write_batch`` once ``CONFIRM_EVERY`` records wait,
+and serves delivery reports after every ``write_batch``: a write that failed for good
 (``dataflow.kafka_writer``) stops the job with a ``DeliveryError`` naming the topic
 and the source record.
 """
@@ -67,6 +67,7 @@ class _SinkPartition(StatefulSinkPartition[OutBatch, None]):
 
     def write_batch(self, items: list[OutBatch]) -> None:
         writer, through = self._writer, self._through
+        writer.make_room()
         for batch in items:
             if batch.records:
                 writer.write(batch.records)

@@ -33,6 +33,9 @@ def _note(kind: str, partition: str) -> None:
 class _Writer:
     """Takes what the sink gives and confirms at once (nothing to write to)."""
 
+    def make_room(self) -> None:
+        pass
+
     def write(self, records: Any) -> None:
         pass
 

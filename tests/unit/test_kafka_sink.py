@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dataflow import kafka_writer
 from dataflow.batches import OutBatch
 from dataflow.errors import DeliveryError
 from dataflow.kafka_config import producer_config
@@ -78,6 +79,26 @@ def test_a_write_that_kafka_never_confirms_stops_the_next_check_naming_its_sourc
                 f"{offset}) failed: Local: Message timed out") in message
 
 
+def test_a_writer_waits_for_kafka_before_writing_once_confirm_every_records_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_room confirms when CONFIRM_EVERY records are unconfirmed, and only then: before
+    the next writes, not after the last ones."""
+    monkeypatch.setattr(kafka_writer, "CONFIRM_EVERY", 3)
+    settings = Settings(bootstrap_servers="127.0.0.1:9", delivery_timeout_ms=300)
+    writer = KafkaWriter({**producer_config(settings), "logger": _QUIET}, 5.0,
+                         settings.dlq_topic)
+    confirmed: list[int] = []
+    monkeypatch.setattr(writer, "confirm", lambda: confirmed.append(writer._pending))
+    record = ("processed-user-login", b"k", b"v", SOURCE, None)
+    writer.write([record, record])
+    writer.make_room()
+    assert confirmed == []
+    writer.write([record, record])
+    assert confirmed == []  # writing never waits
+    writer.make_room()
+    assert confirmed == [4]
+
+
 class _Writer:
     """A writer that keeps what it is given and says when it confirmed."""
 
@@ -86,6 +107,9 @@ class _Writer:
 
     def write(self, records: list[OutRecord]) -> None:
         self.events.append(("write", len(records)))
+
+    def make_room(self) -> None:
+        pass
 
     def check(self) -> None:
         pass

@@ -128,7 +128,9 @@ def main(argv: list[str]) -> int:
         cases = _cases(settings, topics, source, args.partitions, baseline)
         for repeat in range(args.repeat):
             for name, case in cases:  # interleaved, so drift on a shared machine hits all
+                made = len(topics.made)
                 run = case()
+                topics.delete_from(made)
                 results.setdefault(name, []).append(run)
                 print(f"run {repeat + 1}: {name}: {run.rate:,.0f} records/s", file=sys.stderr)
         name = f"latency at {args.latency_rate:,} events/s, 1 process"

@@ -17,7 +17,7 @@ import pytest
 
 from dataflow.batches import Mark, ValidBatch
 from dataflow.bench import compile_package
-from dataflow.bench.cases import Run, free_ports, start_up, written_by_kind
+from dataflow.bench.cases import Run, Topics, free_ports, start_up, written_by_kind
 from dataflow.bench.handloop import HandLoop, count_key, window_records
 from dataflow.bench.report import outputs_check, summary, table
 from dataflow.deadletters import dead_letter_headers
@@ -240,3 +240,25 @@ def test_checkouts_are_compiled_even_where_python_writes_no_bytecode(
     compile_package(tmp_path, None)
     assert [p.name.split(".")[0] for p in (tmp_path / "dataflow" / "__pycache__").iterdir()] == [
         "step"]
+
+
+def test_a_finished_cases_topics_are_deleted_and_the_input_kept() -> None:
+    """delete_from deletes the topics made since the mark (a case's outputs), not the
+    input made before it."""
+    deleted: list[list[str]] = []
+
+    class Admin:
+        def delete_topics(self, names: list[str]) -> dict[str, Any]:
+            deleted.append(list(names))
+            return {}
+
+    topics = Topics.__new__(Topics)
+    topics._admin = Admin()  # type: ignore[assignment]
+    topics.made = ["bench-in-1"]
+    mark = len(topics.made)
+    topics.made += ["bench-out-2", "bench-dlq-3"]
+    topics.delete_from(mark)
+    assert (deleted, topics.made) == ([["bench-out-2", "bench-dlq-3"]], ["bench-in-1"])
+    topics.delete_from(len(topics.made))
+    assert deleted == [["bench-out-2", "bench-dlq-3"]]  # nothing new: no call
+

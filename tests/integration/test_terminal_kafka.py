@@ -200,10 +200,15 @@ def test_no_raw_librdkafka_line_from_the_jobs_clients(
     produce_all(kafka_bootstrap, topics["input"], [(b"u", login_bytes(), 0)] * 20)
 
     def run(**settings: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflow.flow"], cwd=ROOT,
-                              env=_env(kafka_bootstrap, topics, STOP_AT_END="true",
-                                       KAFKA_CONFIG_DEBUG="broker", **settings),
-                              capture_output=True, text=True, timeout=60, check=False)
+        try:
+            done = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflow.flow"],
+                                  cwd=ROOT, env=_env(kafka_bootstrap, topics, STOP_AT_END="true",
+                                                     KAFKA_CONFIG_DEBUG="broker", **settings),
+                                  capture_output=True, text=True, timeout=60, check=False)
+        except subprocess.TimeoutExpired as exc:  # what it logged, to see where it waited
+            logged = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) \
+                else str(exc.stderr)
+            pytest.fail(f"the job did not end within 60 s; it logged: {logged[-6000:]}")
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stderr
 

@@ -171,7 +171,6 @@ def pipeline_error(exc: BaseException | None) -> PipelineError | None:
     return None
 
 
-
 def _address_error(reason: str) -> ClusterAddressError:
     from dataflow import metrics  # only on this failure: the runner imports this module too
 

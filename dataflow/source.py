@@ -82,12 +82,12 @@ ReaderFactory = Callable[[Settings, int, "int | None"], Reader]
 
 class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
     def __init__(self, settings: Settings, partition: int, partitions: int,
-                 clock: ClockState | None, opening: Future[Reader],
-                 resume: Resume | None = None, turns: Turns | None = None) -> None:
+                 clock: ClockState | None, opening: Future[Reader], resume: Resume | None,
+                 turns: Turns) -> None:
         self._partition = partition
         self._name = str(partition)
-        self._turns = Turns(settings.source_batch_size) if turns is None else turns
-        self._turns.join(self._name)
+        self._turns = turns  # shared with the worker's other partitions
+        turns.join(self._name)
         self._waiting = False  # refused its turn: to be called again at once
         self._partitions = partitions
         self._opening = opening

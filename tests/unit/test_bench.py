@@ -261,4 +261,3 @@ def test_a_finished_cases_topics_are_deleted_and_the_input_kept() -> None:
     assert (deleted, topics.made) == ([["bench-out-2", "bench-dlq-3"]], ["bench-in-1"])
     topics.delete_from(len(topics.made))
     assert deleted == [["bench-out-2", "bench-dlq-3"]]  # nothing new: no call
-

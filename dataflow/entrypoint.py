@@ -85,16 +85,25 @@ def _summarise(settings: Settings) -> None:
 
 
 class Started(msgspec.Struct, frozen=True):
-    """What start-up established: the settings and the input partitions to read."""
+    """What start-up established: the settings, the input partitions to read and this
+    process's claim on its CONSUMER_GROUP (``dataflow.instance_group``)."""
 
     settings: Settings
     partitions: list[int]
+    claim: instance_group.Claim
     new_partitions: frozenset[int] = frozenset()
     plan: Plan | None = None  # exactly-once: where Kafka's transactions left the job
 
     def ready(self) -> None:
-        """The flow is built: watch for new partitions, report progress, tune the collector."""
+        """The flow is built: conclude the claim (exit 2 on a conflict), announce the run,
+        watch for new partitions, report progress, tune the collector."""
         from confluent_kafka.admin import AdminClient
+
+        try:
+            self.claim.conclude()
+        except PipelineError as exc:
+            _fail(str(exc))
+        _announce(self.settings, len(self.partitions))
 
         admin: AdminClient | None = None  # made by the watching thread, off the start-up path
 
@@ -134,25 +143,31 @@ def start_from_environment() -> Started:
         check_metrics_port(settings.metrics_address, metrics.process_id())
         logs.configure(settings.log_level, settings.log_format)
         check_client_configs(settings)
-        # One running job per CONSUMER_GROUP and recovery directory; the instances group
-        # is described while the topics are checked.
-        with instance_group.claim(settings) as claim:
-            partitions = check_topics(settings)
+        # One running job per CONSUMER_GROUP and recovery directory: the instances group
+        # is described while the topics are checked and the flow is built (``ready``).
+        claim = instance_group.claim(settings).begin()
         lifecycle.at_any_exit(claim.release)  # any exit leaves the group at once
+        partitions = check_topics(settings)
         new_partitions = recovery_guard.check_recovery_state(settings, partitions)
-        plan = exactly_once.prepare(settings, partitions) if settings.exactly_once else None
+        plan = None
+        if settings.exactly_once:
+            claim.conclude()  # before prepare() fences the transactional ids of a running job
+            plan = exactly_once.prepare(settings, partitions)
     except PipelineError as exc:
         _fail(str(exc))
-    recovery = recovery_guard.recovery_directory()
+    return Started(settings, partitions, claim, new_partitions, plan)
+
+
+def _announce(settings: Settings, partitions: int) -> None:
+    """Serve metrics if asked, log ``starting``, and log the run summary at exit."""
     served = None
     if settings.metrics_address:
         try:
             served = metrics.serve(settings.metrics_address)
         except OSError as exc:
             _fail(f"METRICS_ADDRESS: cannot listen on {settings.metrics_address}: {exc}")
-    _log_start(settings, len(partitions), recovery, served)
+    _log_start(settings, partitions, recovery_guard.recovery_directory(), served)
     atexit.register(_summarise, settings)
-    return Started(settings, partitions, new_partitions, plan)
 
 
 def _log_start(settings: Settings, partitions: int, recovery: Path | None,

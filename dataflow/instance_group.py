@@ -12,12 +12,13 @@ committed offsets. So each process of the job claims its place at start-up:
   its own: the job's readers assign() their partitions and commit to CONSUMER_GROUP as
   a simple consumer, which the broker refuses (UNKNOWN_MEMBER_ID) once that group has
   members.
-- Before joining, it describes that group (while the caller checks the topics). A
-  member of the same cluster with another process index is a sibling. Any other
-  member (another cluster, or this cluster's process index again: a duplicate, or the
-  zombie of a process killed a moment ago on another machine) is waited for up to the
-  session timeout and a margin, since a zombie leaves by then; one still there refuses
-  the start with ``InstanceConflictError`` (exit 2, one line).
+- Before joining, it describes that group, while the caller checks the topics and
+  builds the flow (``Claim.begin``, then ``Claim.conclude``). A member of the same
+  cluster with another process index is a sibling. Any other member (another cluster,
+  or this cluster's process index again: a duplicate, or the zombie of a process
+  killed a moment ago on another machine) is waited for up to the session timeout and
+  a margin, since a zombie leaves by then; one still there refuses the start with
+  ``InstanceConflictError`` (exit 2, one line).
 - After each assignment (the join runs in the background: the broker may delay it by
   group.initial.rebalance.delay.ms) it looks once more. A conflicting member that is
   there now started at the same moment, and ``must_stop`` decides which one stops.
@@ -36,7 +37,6 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -215,8 +215,9 @@ class _Member:
 
 class Claim:
     """This process's claim on its CONSUMER_GROUP and recovery directory; see the module
-    docstring. Enter before checking the topics, so the instances group is described
-    meanwhile; leaving the ``with`` block waits for conflicts and joins the group."""
+    docstring. ``begin`` before checking the topics, so that the instances group is
+    described while the topics are checked and the flow is built; ``conclude`` before
+    anything reads or writes Kafka: it waits for conflicts and joins the group."""
 
     def __init__(self, settings: Settings, me: Instance, directory: Path | None) -> None:
         self._settings = settings
@@ -231,17 +232,17 @@ class Claim:
         self._first: Future[Any] | None = None
         self._member: _Member | None = None
 
-    def __enter__(self) -> Claim:
+    def begin(self) -> Claim:
+        """Lock the recovery directory and send the describe of the instances group."""
         if self._directory is not None:
             self._lock = lock_recovery_directory(self._directory, self.me.index)
         self._first = self._admin.describe_consumer_groups(
             [self._group], request_timeout=METADATA_TIMEOUT_S)[self._group]
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if kind is not None:
-            self.release()
+    def conclude(self) -> None:
+        """Wait for conflicting members, then join the group; released on failure."""
+        if self._member is not None:
             return
         try:
             self._wait_for_conflicts(self._admin)
@@ -281,5 +282,6 @@ class Claim:
 
 
 def claim(settings: Settings) -> Claim:
-    """This process's claim, to enter around the topic check and release at exit."""
+    """This process's claim, to begin before the topic check, conclude once the flow is
+    built and release at exit."""
     return Claim(settings, identity(settings), recovery_directory())

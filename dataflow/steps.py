@@ -38,7 +38,7 @@ from dataflow.deadletters import (
     HEADER_FROM_TOPIC,
     dead_letter_headers,
 )
-from dataflow.parsing import future_rejection, parse
+from dataflow.parsing import future_rejection, parse, parse_all
 from dataflow.schemas import ENCODER, Accepted, OutRecord, Rejected
 from dataflow.settings import Settings
 from dataflow.shards import SHARD_KEYS, Partial, ShardUpdate, WindowKey, shard_key
@@ -76,12 +76,7 @@ class ParseBatches:
         rejected: list[Rejected] = []
         late, future = batch.stamps.late, batch.stamps.future
         if not late and not future:
-            for record in batch.records:
-                result = parse(record)
-                if type(result) is Accepted:
-                    accepted.append(result)
-                else:
-                    rejected.append(result)  # type: ignore[arg-type]
+            parse_all(batch.records, accepted, rejected)
         else:
             for index, record in enumerate(batch.records):
                 result = parse(record)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from dataflow.parsing import ip_version, parse
+from dataflow.parsing import ip_version, parse, parse_all
 from dataflow.schemas import Accepted, Rejected
 from tests.records import FakeRecord, login_bytes
 
 
 def _rejected(value: bytes | None) -> Rejected:
-    result = parse(FakeRecord(value))
+    record = FakeRecord(value)
+    result = parse(record)
     assert isinstance(result, Rejected), result
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+    parse_all([record], accepted, rejected)
+    assert (accepted, rejected) == ([], [result])  # the parse step's loop says the same
     return result
 
 
@@ -103,3 +108,17 @@ def test_rejected_keeps_the_source_record() -> None:
 def test_ip_version(text: str, version: int) -> None:
     """IPv4 and IPv6 are told apart; anything else is version 0."""
     assert ip_version(text) == version
+
+
+def test_parse_all_splits_a_batch_as_parse_does_each_record_in_offset_order() -> None:
+    """parse_all: every record in accepted or rejected, in order, each as parse() gives it."""
+    values = [login_bytes(), b"{", login_bytes(ip="2001:db8::1"), None,
+              login_bytes(user_id="Zoë"), login_bytes(ip="999.1.1.1"), login_bytes(timestamp=5)]
+    records = [FakeRecord(value, _offset=n) for n, value in enumerate(values)]
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+    parse_all(records, accepted, rejected)
+    results = [parse(record) for record in records]
+    assert accepted == [r for r in results if isinstance(r, Accepted)]
+    assert rejected == [r for r in results if isinstance(r, Rejected)]
+    assert [a.source.offset() for a in accepted] == [0, 2, 4]

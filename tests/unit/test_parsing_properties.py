@@ -1,4 +1,5 @@
-"""Property tests of ``parse``: any bytes, any JSON, any mangled login -> Accepted or Rejected.
+"""Property tests of ``parse``: any bytes, any JSON, any mangled login -> Accepted or Rejected
+(and ``parse_all``, the parse step's loop, agrees).
 
 The profile below keeps the whole module to a few seconds; set
 HYPOTHESIS_PARSING_PROFILE=thorough for a longer search.
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataflow.deadletters import REASONS
-from dataflow.parsing import MAX_TIMESTAMP, MIN_TIMESTAMP, parse
+from dataflow.parsing import MAX_TIMESTAMP, MIN_TIMESTAMP, parse, parse_all
 from dataflow.schemas import Accepted, Rejected
 from tests.records import FakeRecord, login_bytes
 
@@ -71,10 +72,15 @@ def encode(document: Any, ascii_only: bool) -> bytes:
 
 
 def check_outcome(value: bytes | None) -> Accepted | Rejected:
-    """parse returns (never raises) an Accepted that fits the schema or a known Rejected."""
+    """parse returns (never raises) an Accepted that fits the schema or a known Rejected;
+    parse_all gives the same."""
     record = FakeRecord(value)
     result = parse(record)
     assert result.source is record
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+    parse_all([record], accepted, rejected)
+    assert [*accepted, *rejected] == [result]  # the parse step's loop agrees
     if isinstance(result, Rejected):
         assert result.reason in REASONS, result
         assert result.detail

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflow.localkafka import LocalKafka
 from tests.conftest import TEST_PORT
-from tests.integration.jobs import is_free
+from tests.integration.jobs import free_kafka_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,15 +35,6 @@ def session_broker(local_kafka: LocalKafka | None) -> LocalKafka:
     if local_kafka is None:
         pytest.skip("KAFKA_BOOTSTRAP_SERVERS is set: no local broker was started")
     return local_kafka
-
-
-def _free_port(brokers: int = 1) -> int:
-    """A first port in 39000-39999 whose client and controller ports (+100) are all free."""
-    for port in random.sample(range(39000, 39900 - brokers), 200):
-        ports = [port + n for n in range(brokers)] + [port + 100 + n for n in range(brokers)]
-        if all(is_free(p) for p in ports):
-            return port
-    pytest.skip("no free ports in 39000-39999")
 
 
 def produce_one(bootstrap: str, topic: str, key: bytes, value: bytes) -> list[Any]:
@@ -101,7 +91,7 @@ def test_start_when_running_says_already_running(session_broker: LocalKafka) -> 
 
 def test_start_on_taken_port_fails_with_clear_message(tmp_path: Path) -> None:
     """A start on a port another program listens on names the port, exits 1, no traceback."""
-    port = _free_port()
+    port = free_kafka_port(1)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
@@ -119,7 +109,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalKafka]:
     """A three-node cluster of its own, stopped after the test whatever happens."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         pytest.skip("KAFKA_BOOTSTRAP_SERVERS is set: tests start no local broker")
-    kafka = LocalKafka(tmp_path / "cluster", port=_free_port(brokers=3), brokers=3)
+    kafka = LocalKafka(tmp_path / "cluster", port=free_kafka_port(brokers=3), brokers=3)
     try:
         yield kafka
     finally:

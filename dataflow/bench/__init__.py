@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-rate", type=int, default=5000, help="events/s, latency case")
     parser.add_argument("--latency-seconds", type=float, default=20.0,
                         help="measured seconds of the latency case (after a warm-up)")
+    parser.add_argument("--latency-repeat", type=int, default=3,
+                        help="runs of each latency case, interleaved (a single run's p99 is "
+                        "decided by two or three pauses)")
     parser.add_argument("--quick", action="store_true",
                         help="100,000 records, 1 run each, 5 s of latency: under a minute")
     parser.add_argument("--baseline", type=Path, metavar="PATH",
@@ -105,10 +108,23 @@ def _cases(settings: Settings, topics: Topics, source: str, partitions: int,
     return cases
 
 
+def _latency_cases(settings: Settings, topics: Topics, args: argparse.Namespace,
+                   baseline: Path | None) -> list[tuple[str, Callable[[], Run]]]:
+    name = f"latency at {args.latency_rate:,} events/s, 1 process"
+    measure = (settings, topics, args.partitions, args.latency_rate, args.latency_seconds)
+    cases = [(name, lambda: run_latency(*measure))]
+    if baseline is not None:
+        cases.append((f"{name} (baseline)", lambda: run_latency(*measure, checkout=baseline)))
+    cases.append((f"{name}, exactly-once",
+                  lambda: run_latency(*measure, more=exactly_once_env(topics))))
+    return cases
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         args.records, args.repeat, args.latency_seconds = 100_000, 1, 5.0
+        args.latency_repeat = 1
     try:
         baseline = _check_baseline(args.baseline)
         settings = Settings.from_env(os.environ)
@@ -133,20 +149,19 @@ def main(argv: list[str]) -> int:
                 topics.delete_from(made)
                 results.setdefault(name, []).append(run)
                 print(f"run {repeat + 1}: {name}: {run.rate:,.0f} records/s", file=sys.stderr)
-        name = f"latency at {args.latency_rate:,} events/s, 1 process"
-        results[name] = [run_latency(settings, topics, args.partitions, args.latency_rate,
-                                     args.latency_seconds)]
-        if baseline is not None:
-            results[f"{name} (baseline)"] = [run_latency(
-                settings, topics, args.partitions, args.latency_rate, args.latency_seconds,
-                checkout=baseline)]
-        results[f"{name}, exactly-once"] = [run_latency(
-            settings, topics, args.partitions, args.latency_rate, args.latency_seconds,
-            more=exactly_once_env(topics))]
+        for repeat in range(args.latency_repeat):
+            for name, case in _latency_cases(settings, topics, args, baseline):
+                made = len(topics.made)
+                run = case()
+                topics.delete_from(made)
+                results.setdefault(name, []).append(run)
+                print(f"run {repeat + 1}: {name}: p99 {run.extra['p99_ms']:.1f} ms",
+                      file=sys.stderr)
     finally:
         topics.delete_all()
     print(f"\nMachine: {machine()}; broker on the same machine; "
-          f"{args.records:,} records, {args.partitions} partitions, {args.repeat} run(s) each.\n")
+          f"{args.records:,} records, {args.partitions} partitions, {args.repeat} run(s) each; "
+          f"{args.latency_repeat} run(s) of each latency case.\n")
     print(table(results, CEILING, HANDLOOP))
     params = vars(args) | {"json": str(args.json), "baseline": str(baseline) if baseline else None}
     write_json(args.json, results, params, CEILING, HANDLOOP)

@@ -69,12 +69,38 @@ def outputs_check(runs: list[Run], reference: list[Run]) -> str:
     return text + (f" (+{late} late)" if late else "")
 
 
+BASELINE_SUFFIX = " (baseline)"
+
+
+def paired_to_baseline(runs: list[Run], baseline: list[Run]) -> dict[str, Any]:
+    """A case against its baseline run by run: the runs of round K ran next to each other,
+    so each ratio compares two runs on the same machine state. The median of the per-round
+    ratios of records/s and of CPU per record, and each round's CPU ratio."""
+    pairs = [(run, base) for run, base in zip(runs, baseline, strict=False)
+             if run.records and base.records and base.rate and base.cpu_seconds]
+    cpu = [(run.cpu_seconds / run.records) / (base.cpu_seconds / base.records)
+           for run, base in pairs]
+    return {"rounds": len(pairs),
+            "rate_ratio": round(statistics.median(run.rate / base.rate for run, base in pairs), 3)
+            if pairs else None,
+            "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
+            "cpu_ratio_by_round": [round(ratio, 3) for ratio in cpu]}
+
+
+def latency_medians(runs: list[Run]) -> dict[str, float]:
+    """Each percentile of the latency runs, the median over the runs (not of one run)."""
+    return {key: statistics.median(r.extra[key] for r in runs)
+            for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms")}
+
+
 def summary(results: dict[str, list[Run]], ceiling: str, handloop: str) -> dict[str, Any]:
     """Per throughput case: median records/s, both ratios, the same from the first read on
-    (start-up left out), CPU per record, start-up."""
+    (start-up left out), CPU per record, start-up; with a baseline, the case paired with it
+    round by round (``paired_to_baseline``). Per latency case: the median of each percentile
+    over its runs."""
     base, hand = median_run(results[ceiling]).rate, median_run(results[handloop]).rate
     hand_reading = rate_after_first_read(results[handloop])
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, runs in results.items():
         if not _throughput(runs):
             continue
@@ -89,6 +115,14 @@ def summary(results: dict[str, list[Run]], ceiling: str, handloop: str) -> dict[
                      "first_read_seconds": first_read_seconds(runs),
                      "outputs": "reference" if name == handloop else
                      outputs_check(runs, results[handloop]) if name != ceiling else "-"}
+        if name + BASELINE_SUFFIX in results:
+            out[name]["paired_to_baseline"] = paired_to_baseline(
+                runs, results[name + BASELINE_SUFFIX])
+    for name, runs in results.items():
+        if runs and not _throughput(runs):
+            out[name] = {**{key: round(value, 1) for key, value in latency_medians(runs).items()},
+                         "runs": len(runs),
+                         "p99_ms_by_run": [round(r.extra["p99_ms"], 1) for r in runs]}
     return out
 
 
@@ -98,7 +132,9 @@ def table(results: dict[str, list[Run]], ceiling: str, handloop: str) -> str:
             "CPU µs per record | start-up to first read (s) | "
             "peak RSS MB per process | accounting | outputs vs hand loop |",
             "|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
-    for name, row in summary(results, ceiling, handloop).items():
+    rows_by_case = {name: row for name, row in summary(results, ceiling, handloop).items()
+                    if _throughput(results[name])}
+    for name, row in rows_by_case.items():
         runs = results[name]
         rss = max(max(r.peak_rss_mb) for r in runs)
         accounting = "holds" if all(r.accounting for r in runs) else "BROKEN"
@@ -113,15 +149,27 @@ def table(results: dict[str, list[Run]], ceiling: str, handloop: str) -> str:
                     f"{row['cpu_us_per_record']:.2f} | "
                     f"{'n/a' if start is None else f'{start:.2f}'} | {rss:.0f} | {accounting} | "
                     f"{row['outputs']} |")
+    for name, row in rows_by_case.items():
+        paired = row.get("paired_to_baseline")
+        if paired and paired["rounds"]:
+            rows.append("")
+            rows.append(f"{name}, paired with its baseline round by round ({paired['rounds']} "
+                        f"rounds): records/s x{paired['rate_ratio']:.3f}, CPU per record "
+                        f"x{paired['cpu_ratio']:.3f} (medians of the rounds' ratios; CPU by "
+                        f"round: {', '.join(f'{r:.3f}' for r in paired['cpu_ratio_by_round'])})")
     for name, runs in results.items():
         if runs and not _throughput(runs):
-            e = median_run(runs).extra
+            e, medians = runs[0].extra, latency_medians(runs)
+            p99s = ", ".join(f"{r.extra['p99_ms']:.1f}" for r in runs)
+            received = sum(r.extra["received"] for r in runs)
+            sent = sum(r.extra["sent"] for r in runs)
             rows.append("")
             rows.append(f"{name}: {e['rate']:,} events/s for the measured period, "
-                        f"{e['measured']:,} records measured: p50 {e['p50_ms']:.1f} ms, "
-                        f"p95 {e['p95_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms, "
-                        f"max {e['max_ms']:.1f} ms; received {e['received']:,} of "
-                        f"{e['sent']:,}; peak RSS {max(runs[0].peak_rss_mb):.0f} MB")
+                        f"{len(runs)} run(s), medians over them: p50 {medians['p50_ms']:.1f} ms, "
+                        f"p95 {medians['p95_ms']:.1f} ms, p99 {medians['p99_ms']:.1f} ms, "
+                        f"max {medians['max_ms']:.1f} ms; p99 by run: {p99s} ms; "
+                        f"received {received:,} of {sent:,}; peak RSS "
+                        f"{max(max(r.peak_rss_mb) for r in runs):.0f} MB")
     return "\n".join(rows)
 
 

@@ -19,7 +19,7 @@ from dataflow.batches import Mark, ValidBatch
 from dataflow.bench import compile_package
 from dataflow.bench.cases import Run, Topics, free_ports, start_up, written_by_kind
 from dataflow.bench.handloop import HandLoop, count_key, window_records
-from dataflow.bench.report import outputs_check, summary, table
+from dataflow.bench.report import outputs_check, paired_to_baseline, summary, table
 from dataflow.deadletters import dead_letter_headers
 from dataflow.parsing import parse
 from dataflow.schemas import Accepted, ProcessedLogin, Rejected
@@ -185,6 +185,41 @@ def test_summary_in_the_json_has_the_same_figures() -> None:
                           "ratio_to_handloop": 0.5, "records_per_s_after_first_read": None,
                           "ratio_to_handloop_after_first_read": None, "cpu_us_per_record": 5.0,
                           "first_read_seconds": None, "outputs": "same"}
+
+
+def _cpu_run(records: int, seconds: float, cpu_us: float) -> Run:
+    return Run(records, seconds, records * cpu_us / 1e6, [100.0], accounting=True)
+
+
+def test_paired_to_baseline_takes_the_median_of_the_rounds_ratios() -> None:
+    """Round K of a case against round K of its baseline; medians of those ratios."""
+    job = [_cpu_run(100, 1.0, 11.0), _cpu_run(100, 2.0, 20.0), _cpu_run(100, 1.0, 9.0)]
+    base = [_cpu_run(100, 1.0, 10.0), _cpu_run(100, 1.0, 10.0), _cpu_run(100, 1.0, 10.0)]
+    assert paired_to_baseline(job, base) == {"rounds": 3, "rate_ratio": 1.0, "cpu_ratio": 1.1,
+                                             "cpu_ratio_by_round": [1.1, 2.0, 0.9]}
+    results = {"ceiling": [_run(400)], "hand": [_run(200)], "job": job, "job (baseline)": base}
+    assert summary(results, "ceiling", "hand")["job"]["paired_to_baseline"]["cpu_ratio"] == 1.1
+    assert ("job, paired with its baseline round by round (3 rounds): records/s x1.000, "
+            "CPU per record x1.100" in table(results, "ceiling", "hand"))
+
+
+def _latency_run(p99: float) -> Run:
+    return Run(100, 1.0, 0.1, [60.0], extra={"rate": 100, "sent": 110, "received": 110,
+                                             "measured": 100, "p50_ms": p99 / 4,
+                                             "p95_ms": p99 / 2, "p99_ms": p99, "max_ms": p99 * 2})
+
+
+def test_latency_is_the_median_of_each_percentile_over_the_runs() -> None:
+    """Three latency runs: each percentile's median is quoted, and every run's p99."""
+    results = {"ceiling": [_run(400)], "hand": [_run(200)],
+               "latency": [_latency_run(40.0), _latency_run(200.0), _latency_run(50.0)]}
+    assert summary(results, "ceiling", "hand")["latency"] == {
+        "p50_ms": 12.5, "p95_ms": 25.0, "p99_ms": 50.0, "max_ms": 100.0, "runs": 3,
+        "p99_ms_by_run": [40.0, 200.0, 50.0]}
+    line = table(results, "ceiling", "hand").splitlines()[-1]
+    assert line.startswith("latency: 100 events/s for the measured period, 3 run(s), medians "
+                           "over them: p50 12.5 ms, p95 25.0 ms, p99 50.0 ms, max 100.0 ms; "
+                           "p99 by run: 40.0, 200.0, 50.0 ms; received 330 of 330")
 
 
 def test_outputs_check_names_what_differs_and_late_records() -> None:

@@ -92,12 +92,13 @@ def test_hand_loop_writes_every_record_where_the_job_writes_it(
 def test_bench_command_reports_both_references_and_the_baseline(
     kafka_bootstrap: str, tmp_path: Path,
 ) -> None:
-    """A small bench run: every case accounted for, hand loop and job write the same records."""
+    """A small bench run: every case accounted for, hand loop and job write the same records;
+    the job paired with its baseline, each latency case run as often as asked."""
     result = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, "-m", "dataflow", "bench", "--records", "3000", "--partitions", "2",
          "--repeat", "1", "--latency-rate", "200", "--latency-seconds", "1",
-         "--baseline", str(ROOT), "--json", str(result)],
+         "--latency-repeat", "2", "--baseline", str(ROOT), "--json", str(result)],
         cwd=ROOT, env={**{k: v for k, v in os.environ.items()
                           if not k.startswith(("KAFKA_CONFIG_", "BYTEWAX_"))},
                        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
@@ -109,7 +110,15 @@ def test_bench_command_reports_both_references_and_the_baseline(
         "ceiling: plain consume -> produce loop",
         "hand-written loop: the same pipeline, no Bytewax", "dataflow, 1 process",
         "dataflow, 1 process (baseline)", "dataflow, 2 processes",
-        "dataflow, 1 process, exactly-once"]
+        "dataflow, 1 process, exactly-once",
+        "latency at 200 events/s, 1 process", "latency at 200 events/s, 1 process (baseline)",
+        "latency at 200 events/s, 1 process, exactly-once"]
+    paired = doc["summary"]["dataflow, 1 process"]["paired_to_baseline"]
+    assert paired["rounds"] == 1 and paired["cpu_ratio"] > 0
+    for name, latency in doc["summary"].items():  # two runs each, every record received
+        if name.startswith("latency"):
+            assert latency["runs"] == 2 and len(doc["cases"][name]) == 2
+            assert all(run["received"] == run["sent"] for run in doc["cases"][name])
     [hand] = doc["cases"]["hand-written loop: the same pipeline, no Bytewax"]
     assert hand["records"] == 3000 and hand["accounting"] is True
     for name in ("dataflow, 1 process", "dataflow, 1 process (baseline)",

@@ -120,6 +120,19 @@ def _latency_cases(settings: Settings, topics: Topics, args: argparse.Namespace,
     return cases
 
 
+def _interleave(rounds: int, cases: list[tuple[str, Callable[[], Run]]], topics: Topics,
+                results: dict[str, list[Run]], figure: Callable[[Run], str]) -> None:
+    """Each case once per round, in order, so drift on a shared machine hits all of them;
+    each run's topics deleted once it is done (the input is kept)."""
+    for repeat in range(rounds):
+        for name, case in cases:
+            made = len(topics.made)
+            run = case()
+            topics.delete_from(made)
+            results.setdefault(name, []).append(run)
+            print(f"run {repeat + 1}: {name}: {figure(run)}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
@@ -141,22 +154,10 @@ def main(argv: list[str]) -> int:
         print(f"preloading {args.records:,} records over {args.partitions} partitions ...",
               file=sys.stderr)
         preload(settings, source, args.records, args.partitions)
-        cases = _cases(settings, topics, source, args.partitions, baseline)
-        for repeat in range(args.repeat):
-            for name, case in cases:  # interleaved, so drift on a shared machine hits all
-                made = len(topics.made)
-                run = case()
-                topics.delete_from(made)
-                results.setdefault(name, []).append(run)
-                print(f"run {repeat + 1}: {name}: {run.rate:,.0f} records/s", file=sys.stderr)
-        for repeat in range(args.latency_repeat):
-            for name, case in _latency_cases(settings, topics, args, baseline):
-                made = len(topics.made)
-                run = case()
-                topics.delete_from(made)
-                results.setdefault(name, []).append(run)
-                print(f"run {repeat + 1}: {name}: p99 {run.extra['p99_ms']:.1f} ms",
-                      file=sys.stderr)
+        _interleave(args.repeat, _cases(settings, topics, source, args.partitions, baseline),
+                    topics, results, lambda run: f"{run.rate:,.0f} records/s")
+        _interleave(args.latency_repeat, _latency_cases(settings, topics, args, baseline),
+                    topics, results, lambda run: f"p99 {run.extra['p99_ms']:.1f} ms")
     finally:
         topics.delete_all()
     print(f"\nMachine: {machine()}; broker on the same machine; "

@@ -20,9 +20,11 @@ always agree. It also:
 - opens its reader (a consumer, and the offsets from the broker) in the background
   as soon as it is built, so the first partition reads without waiting for every
   reader to open; an error opening it comes out of the first batch;
-- polls an empty partition after 10 ms, then less often up to every 100 ms, instead
-  of Bytewax's every 1 ms, and reads again 5 ms after a batch that was not full, so
-  records gather into batches;
+- reads again at the next 5 ms tick of the clock (``TICK``) after a batch that was
+  not full, so records gather into batches and all partitions of a worker read in
+  one activation (the steps run once for all of them); polls an empty partition
+  after 10 ms, then less often up to every 100 ms (on a tick too), instead of
+  Bytewax's every 1 ms;
 - stops reading when the job is asked to stop (``dataflow.lifecycle``: Ctrl-C,
   SIGTERM, new input partitions), ending its part of the dataflow cleanly.
 """
@@ -30,6 +32,7 @@ always agree. It also:
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections import deque
@@ -54,16 +57,26 @@ from dataflow.turns import Turns
 # empty, up to every 100 ms: a quiet partition costs little CPU, and a new record
 # waits at most that long (a busy partition is polled again at once).
 FIRST_EMPTY_PAUSE = timedelta(milliseconds=10)
-# A read that returned less than a full batch waits this long before the next one, so
-# records gather into batches instead of running the whole flow for a few at a time. A
-# job that polled again at once spun on ever smaller batches when the broker fell behind
-# (a 2-core box, two job processes): one cause of the two-process stalls, not the only
-# one (benchmarks/README.md). It adds at most this much to the latency of live records.
-PARTIAL_BATCH_PAUSE = timedelta(milliseconds=5)
 LONGEST_EMPTY_PAUSE = timedelta(milliseconds=100)
+# A read that returned less than a full batch waits for the next tick of the wall clock
+# (every TICK) before the next one, and so does an empty partition's next poll. Records
+# gather into batches instead of running the whole flow for a few at a time: a job that
+# polled again at once spun on ever smaller batches when the broker fell behind (a
+# 2-core box, two job processes; benchmarks/README.md). And the partitions of a worker
+# read in the same activation, so the steps run once for all of them: at 5,000 events/s
+# on 8 partitions, 200 flow runs a second instead of about 600 with a 5 ms pause per
+# partition, and p95 latency 19.9 against 23.1 ms (benchmarks/README.md). It adds at
+# most TICK to the latency of a live record.
+TICK = 0.005  # seconds
+_NO_PAUSE = timedelta(0)  # a partial batch: the next tick
 log = get_logger(__name__)
 # What a partition saves: (next offset, event-time clock).
 SavedPartition = tuple[int, ClockState]
+
+
+def on_tick(after: float) -> float:
+    """The first tick of the wall clock (a multiple of TICK, in seconds) after ``after``."""
+    return (math.floor(after / TICK) + 1) * TICK
 
 
 class Reader(Protocol):
@@ -100,7 +113,8 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
         self._announced: tuple[int | None, str] | None = None  # what the shards last heard
         self._through: int | None = None  # the position the last batch carried
         self._finished = False
-        self._pause: timedelta | None = None
+        self._pause: timedelta | None = None  # None: read again at once
+        self._awake: datetime | None = None  # when, after a pause
         # Exactly-once: batches up to ``committed`` are read again (outputs written
         # already), and none may straddle a point where a window shard stands.
         self._committed = -1 if resume is None else resume.committed
@@ -116,6 +130,7 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
         if self._finished or lifecycle.stop_requested():
             self._turns.leave(self._name)
             raise StopIteration
+        self._awake = None
         self._waiting = not self._turns.may_read(self._name)
         if self._waiting:
             return []
@@ -124,7 +139,7 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
         read_at = time.time()
         if records:
             self._turns.read(self._name, len(records))
-            self._pause = None if len(records) >= self._batch_size else PARTIAL_BATCH_PAUSE
+            self._pause = None if len(records) >= self._batch_size else _NO_PAUSE
             self._quiet_since = time.monotonic()
             stamps = NO_STAMPS if self._cuts else clock.stamp(records, read_at)
         else:
@@ -186,7 +201,12 @@ class _LoginPartition(StatefulSourcePartition[SourceBatch, SavedPartition]):
     def next_awake(self) -> datetime | None:
         if self._waiting:
             return datetime.now(UTC)
-        return None if self._pause is None else datetime.now(UTC) + self._pause
+        if self._pause is None:
+            return None
+        if self._awake is None:  # the first tick after the pause, fixed until the next read
+            self._awake = datetime.fromtimestamp(
+                on_tick(time.time() + self._pause.total_seconds()), UTC)
+        return self._awake
 
     def snapshot(self) -> SavedPartition:
         return (self._reader.position, self._clock.snapshot())

@@ -16,7 +16,7 @@ from dataflow.batches import SourceBatch
 from dataflow.errors import SourceError
 from dataflow.event_time import ACTIVE, FINISHED, IDLE, ClockState
 from dataflow.settings import Settings
-from dataflow.source import LoginSource
+from dataflow.source import TICK, LoginSource, on_tick
 from tests.records import FakeRecord, ListReader, login_bytes
 
 BASE = 1_694_479_500
@@ -146,6 +146,26 @@ def test_a_workers_partitions_take_turns_one_batch_per_activation() -> None:
         return read
 
     assert [activation() for _ in range(4)] == [[0], [1], [0], [1]]
+
+
+def test_partial_batches_read_again_together_on_the_next_tick() -> None:
+    """After a batch that was not full, each partition of a worker reads again at the same
+    next 5 ms tick of the clock, so one activation serves them all."""
+    records = [FakeRecord(login_bytes(timestamp=BASE), _offset=i) for i in range(6)]
+    source = LoginSource(Settings(), lambda _s, _p, _o: ListReader(records, 2, 0, True),
+                         partitions=[0, 1])
+    parts = [source.build_part("read", name, None) for name in ("0", "1")]
+    for part in parts:
+        assert part._reader is not None  # opened
+    time.sleep(TICK - time.time() % TICK + 0.0005)  # just after a tick: both read before the next
+    read_at = time.time()
+    awake = []
+    for part in parts:
+        assert len(_batch(part).records) == 2  # a partial batch (SOURCE_BATCH_SIZE 2000)
+        awake.append(part.next_awake())
+    assert awake[0] == awake[1] == parts[0].next_awake()  # fixed until the next read
+    assert 0 < awake[0].timestamp() - read_at <= TICK
+    assert on_tick(read_at) == pytest.approx(awake[0].timestamp())
 
 
 @pytest.fixture

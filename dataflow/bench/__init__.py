@@ -122,10 +122,12 @@ def _latency_cases(settings: Settings, topics: Topics, args: argparse.Namespace,
 
 def _interleave(rounds: int, cases: list[tuple[str, Callable[[], Run]]], topics: Topics,
                 results: dict[str, list[Run]], figure: Callable[[Run], str]) -> None:
-    """Each case once per round, in order, so drift on a shared machine hits all of them;
-    each run's topics deleted once it is done (the input is kept)."""
+    """Each case once per round, so drift on a shared machine hits all of them; the rounds
+    alternate between the order given and its reverse, so no case always runs right after
+    the same one (a case paired with its baseline runs before it in one round and after it
+    in the next); each run's topics deleted once it is done (the input is kept)."""
     for repeat in range(rounds):
-        for name, case in cases:
+        for name, case in cases if repeat % 2 == 0 else cases[::-1]:
             made = len(topics.made)
             run = case()
             topics.delete_from(made)

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from dataflow.batches import Mark, ValidBatch
-from dataflow.bench import compile_package
+from dataflow.bench import _interleave, compile_package
 from dataflow.bench.cases import Run, Topics, free_ports, start_up, written_by_kind
 from dataflow.bench.handloop import HandLoop, count_key, window_records
 from dataflow.bench.report import outputs_check, paired_to_baseline, summary, table
@@ -296,3 +296,23 @@ def test_a_finished_cases_topics_are_deleted_and_the_input_kept() -> None:
     assert (deleted, topics.made) == ([["bench-out-2", "bench-dlq-3"]], ["bench-in-1"])
     topics.delete_from(len(topics.made))
     assert deleted == [["bench-out-2", "bench-dlq-3"]]  # nothing new: no call
+
+
+def test_interleaved_rounds_alternate_the_order_of_the_cases() -> None:
+    """Round 1 runs the cases in order, round 2 in reverse, round 3 in order again."""
+    ran: list[str] = []
+
+    class NoTopics:
+        made: list[str] = []
+
+        def delete_from(self, first: int) -> None:
+            pass
+
+    def case(name: str) -> Any:
+        return lambda: ran.append(name) or Run(1, 1.0, 1.0, [1.0])
+
+    results: dict[str, list[Run]] = {}
+    _interleave(3, [(n, case(n)) for n in "abc"], NoTopics(), results,  # type: ignore[arg-type]
+                lambda _run: "")
+    assert "".join(ran) == "abccbaabc"
+    assert {name: len(runs) for name, runs in results.items()} == {"a": 3, "b": 3, "c": 3}

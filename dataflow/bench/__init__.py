@@ -28,7 +28,7 @@ from dataflow.bench.cases import (
     run_pipeline,
 )
 from dataflow.bench.latency import run_latency
-from dataflow.bench.report import machine, table, write_json
+from dataflow.bench.report import BASELINE_SUFFIX, machine, table, write_json
 from dataflow.errors import MissingTopicError, PipelineError
 from dataflow.kafka_source import list_partitions
 from dataflow.logs import configure
@@ -37,7 +37,7 @@ from dataflow.settings import Settings
 
 CEILING = "ceiling: plain consume -> produce loop"
 HANDLOOP = "hand-written loop: the same pipeline, no Bytewax"
-BASELINE = "dataflow, 1 process (baseline)"
+BASELINE = "dataflow, 1 process" + BASELINE_SUFFIX
 EXACTLY_ONCE = "dataflow, 1 process, exactly-once"
 
 
@@ -114,7 +114,7 @@ def _latency_cases(settings: Settings, topics: Topics, args: argparse.Namespace,
     measure = (settings, topics, args.partitions, args.latency_rate, args.latency_seconds)
     cases = [(name, lambda: run_latency(*measure))]
     if baseline is not None:
-        cases.append((f"{name} (baseline)", lambda: run_latency(*measure, checkout=baseline)))
+        cases.append((name + BASELINE_SUFFIX, lambda: run_latency(*measure, checkout=baseline)))
     cases.append((f"{name}, exactly-once",
                   lambda: run_latency(*measure, more=exactly_once_env(topics))))
     return cases

@@ -132,8 +132,8 @@ def table(results: dict[str, list[Run]], ceiling: str, handloop: str) -> str:
             "CPU µs per record | start-up to first read (s) | "
             "peak RSS MB per process | accounting | outputs vs hand loop |",
             "|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
-    rows_by_case = {name: row for name, row in summary(results, ceiling, handloop).items()
-                    if _throughput(results[name])}
+    by_case = summary(results, ceiling, handloop)
+    rows_by_case = {name: row for name, row in by_case.items() if _throughput(results[name])}
     for name, row in rows_by_case.items():
         runs = results[name]
         rss = max(max(r.peak_rss_mb) for r in runs)
@@ -159,8 +159,8 @@ def table(results: dict[str, list[Run]], ceiling: str, handloop: str) -> str:
                         f"round: {', '.join(f'{r:.3f}' for r in paired['cpu_ratio_by_round'])})")
     for name, runs in results.items():
         if runs and not _throughput(runs):
-            e, medians = runs[0].extra, latency_medians(runs)
-            p99s = ", ".join(f"{r.extra['p99_ms']:.1f}" for r in runs)
+            e, medians = runs[0].extra, by_case[name]
+            p99s = ", ".join(f"{p99:.1f}" for p99 in medians["p99_ms_by_run"])
             received = sum(r.extra["received"] for r in runs)
             sent = sum(r.extra["sent"] for r in runs)
             rows.append("")
